@@ -1,0 +1,3 @@
+from mkt_tag.cli import main
+
+main()
