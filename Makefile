@@ -1,0 +1,19 @@
+.PHONY: test lint format docs bench
+
+test:
+	pytest
+
+lint:
+	ruff check src tests bench scripts examples
+	ruff format --check src tests bench scripts examples
+	mypy
+
+format:
+	ruff format src tests bench scripts examples
+	ruff check --fix src tests bench scripts examples
+
+docs:
+	python scripts/cli_docs.py
+
+bench:
+	python bench/tag_throughput.py

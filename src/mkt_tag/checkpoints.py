@@ -1,0 +1,188 @@
+"""Loading any model id, and saving/loading mkt-tag checkpoints.
+
+A checkpoint is a directory::
+
+    mkt_config.json      ModelConfig as JSON (backbone id, its architecture, template, ...)
+    model.safetensors    only what differs from the backbone's pretrained weights ("delta"),
+                         or everything when the backbone has no pretrained weights ("full")
+
+Nothing is ever unpickled: safetensors only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mkt_tag import hub
+from mkt_tag.config import ModelConfig
+from mkt_tag.errors import CheckpointError, ModelError
+from mkt_tag.model import MKT, build_clip
+
+CONFIG_FILE = "mkt_config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def _tokenizer(arch: dict) -> object:
+    from open_clip.tokenizer import SimpleTokenizer
+
+    if arch.get("text_cfg", {}).get("hf_tokenizer_name"):
+        raise ModelError("unsupported backbone: it needs a Hugging Face tokenizer")
+    context = int(arch.get("text_cfg", {}).get("context_length", 77))
+    return SimpleTokenizer(context_length=context)
+
+
+def _load_backbone_weights(clip: nn.Module, weights: Path) -> None:
+    import open_clip
+
+    try:
+        open_clip.load_checkpoint(clip, str(weights), strict=True, weights_only=True)
+    except Exception as error:
+        raise ModelError(f"{weights}: cannot load backbone weights ({error})") from error
+
+
+def from_backbone(
+    backbone_id: str,
+    cache_dir: Path | None = None,
+    download: bool = True,
+    config: ModelConfig | None = None,
+) -> MKT:
+    """A zero-shot MKT model on a backbone (no trained head): the baseline the paper starts from."""
+    backbone = hub.resolve(backbone_id, cache_dir, download)
+    config = config or ModelConfig(backbone=backbone_id, preprocess=backbone.preprocess)
+    config.arch = backbone.arch
+    if backbone.weights is None:
+        # A custom config without weights: seeded, so the same id always gives the same model.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            clip = build_clip(backbone.arch)
+    else:
+        clip = build_clip(backbone.arch)
+        _load_backbone_weights(clip, backbone.weights)
+    return MKT(clip.eval(), config, _tokenizer(backbone.arch))  # type: ignore[arg-type]
+
+
+def load(model_id: str | Path, cache_dir: Path | None = None, download: bool = True) -> MKT:
+    """Load an mkt-tag checkpoint directory or a backbone id (see ``hub``), in eval mode."""
+    if is_checkpoint(model_id):
+        return load_checkpoint(Path(model_id), cache_dir, download)
+    text = str(model_id)
+    path = Path(text).expanduser()
+    if path.is_dir() and (path / hub.HF_CONFIG).is_file():
+        text = f"local-dir:{path}"
+    elif path.is_dir():
+        raise CheckpointError(
+            f"{path}: not an mkt-tag checkpoint (no {CONFIG_FILE}) "
+            f"nor an open_clip model directory (no {hub.HF_CONFIG})"
+        )
+    return from_backbone(text, cache_dir, download)
+
+
+def read_config(folder: Path) -> ModelConfig:
+    try:
+        return ModelConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"{folder / CONFIG_FILE}: unreadable checkpoint config ({error})"
+        ) from error
+
+
+def load_checkpoint(folder: Path, cache_dir: Path | None = None, download: bool = True) -> MKT:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config = read_config(folder)
+    if config.arch is None:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: no 'arch' (backbone architecture)")
+    clip = build_clip(config.arch)
+    if config.weights in ("none", "delta"):
+        backbone = hub.resolve(config.backbone, cache_dir, download)
+        if backbone.weights is not None:
+            _load_backbone_weights(clip, backbone.weights)
+    model = MKT(clip, config, _tokenizer(config.arch))  # type: ignore[arg-type]
+    if config.weights == "none":
+        return model.eval()
+    weights = folder / WEIGHTS_FILE
+    try:
+        tensors = load_file(str(weights))
+    except (OSError, SafetensorError) as error:
+        raise CheckpointError(f"{weights}: cannot read weights ({error})") from error
+    _apply(model, tensors, weights, full=config.weights == "full")
+    return model.eval()
+
+
+def _apply(model: MKT, tensors: dict[str, torch.Tensor], source: Path, full: bool) -> None:
+    """Copy checkpoint tensors into the model, checking every name and shape first."""
+    state = model.state_dict()
+    unknown = sorted(set(tensors) - set(state))
+    if unknown:
+        raise CheckpointError(
+            f"{source}: unexpected tensors {', '.join(unknown[:5])}"
+            f"{' ...' if len(unknown) > 5 else ''} (made for another architecture?)"
+        )
+    wrong = [k for k, v in tensors.items() if v.shape != state[k].shape]
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(
+            f"{source}: tensor {k} has shape {tuple(tensors[k].shape)}, "
+            f"the model expects {tuple(state[k].shape)}"
+        )
+    if full:
+        missing = sorted(set(state) - set(tensors))
+        if missing:
+            raise CheckpointError(f"{source}: missing tensors {', '.join(missing[:5])}")
+    model.load_state_dict(tensors, strict=False)
+
+
+def save(model: MKT, folder: Path, trained: Iterable[str] | None = None) -> None:
+    """Write ``model`` as a checkpoint directory, atomically (a folder swap).
+
+    ``trained`` names the parameters that differ from the backbone's pretrained weights; only
+    those are stored. With ``None``, or for a backbone without pretrained weights, all are.
+    """
+    from safetensors.torch import save_file
+
+    config = model.config
+    state = model.state_dict()
+    has_pretrained = hub.parse_id(config.backbone)[0] != "json"
+    if trained is not None and has_pretrained:
+        names = sorted(set(trained))
+        missing = [n for n in names if n not in state]
+        if missing:
+            raise ValueError(f"not model parameters: {missing[:5]}")
+        config.weights = "delta"
+    else:
+        names = sorted(state)
+        config.weights = "full"
+    tensors = {n: state[n].detach().to("cpu").contiguous() for n in names}
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "mkt_tag": "1"})
+        (staging / CONFIG_FILE).write_text(
+            json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8"
+        )
+        for file in staging.iterdir():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+        old = folder.with_name(f".{folder.name}.old")
+        if folder.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            folder.rename(old)
+        staging.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -1,0 +1,355 @@
+"""The ``mkt-tag`` command line: parses options, calls the library, prints.
+
+Exit codes: 0 success, 1 error (nothing done), 2 usage error, 3 some inputs failed,
+130 interrupted (finished work is kept; the same command resumes).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import nullcontext
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from mkt_tag import __version__, hub
+from mkt_tag.config import DEFAULT_BACKBONE
+from mkt_tag.errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    MktTagError,
+)
+from mkt_tag.outputs import TagResult
+
+if TYPE_CHECKING:
+    from mkt_tag.tagger import LabelSet, Tagger
+    from mkt_tag.tagjob import JobReport, TagJob
+
+app = typer.Typer(
+    name="mkt-tag",
+    help="Open-vocabulary image tagging with MKT: tag your photos with your own words.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+models_app = typer.Typer(
+    help="List the models mkt-tag knows and download them into the cache.",
+    invoke_without_command=True,
+    rich_markup_mode=None,
+)
+app.add_typer(models_app, name="models")
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+# Choices mirror mkt_tag.tagger, not imported here: `mkt-tag --help` should not import torch.
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Sidecar(str, Enum):
+    json = "json"
+    txt = "txt"
+    xmp = "xmp"
+
+
+class Naming(str, Enum):
+    full = "full"
+    stem = "stem"
+
+
+CACHE_HELP = "Model cache folder [default: $MKT_TAG_CACHE or the user cache folder]."
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
+    err.print(Text(f"error: {message}", style="red"))
+    return typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"mkt-tag {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    """Open-vocabulary image tagging with MKT: tag your photos with your own words."""
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} img/s" if speed else "-- img/s", style="cyan")
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("tagging"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=quiet or not err.is_terminal,
+        transient=False,
+    )
+
+
+def _print_result(result: TagResult) -> None:
+    tags = ", ".join(f"{t.label} ({t.score:.3f})" for t in result.tags)
+    # Plain print: a pipe-friendly line (Rich would expand the tab and wrap).
+    print(f"{result.path}\t{tags}", flush=True)
+
+
+@app.command()
+def tag(
+    paths: list[Path] = typer.Argument(
+        ..., metavar="PATH", help="Image files and/or folders to tag."
+    ),
+    labels: Path = typer.Option(..., "--labels", "-l", help="Label file: one label per line."),
+    model: str = typer.Option(
+        DEFAULT_BACKBONE,
+        "--model",
+        "-m",
+        help="Checkpoint folder or backbone id (see `mkt-tag models`).",
+    ),
+    top_k: int | None = typer.Option(
+        None,
+        "--top-k",
+        "-k",
+        min=1,
+        help="At most K tags per image [default: 5 without a threshold].",
+    ),
+    threshold: float | None = typer.Option(
+        None, "--threshold", "-t", help="Only tags scoring at least T."
+    ),
+    thresholds: Path | None = typer.Option(
+        None, "--thresholds", help="Per-label thresholds: label<TAB>threshold lines."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Combined results file: .csv, .json or .jsonl."
+    ),
+    sidecar: Sidecar | None = typer.Option(None, "--sidecar", help="Write a sidecar per image."),
+    sidecar_naming: Naming = typer.Option(
+        Naming.full, "--sidecar-naming", help="full: photo.jpg.xmp; stem: photo.xmp."
+    ),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
+    skip_existing: bool = typer.Option(
+        False, "--skip-existing", help="Skip images already tagged (the default)."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Re-tag and replace existing outputs."
+    ),
+    append: bool = typer.Option(False, "--append", help="Re-tag and merge into existing sidecars."),
+    batch_size: int = typer.Option(
+        16, "--batch-size", "-b", min=1, help="Images per forward pass."
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", min=0, help="Decoding processes [default: cores - 1; 0: none]."
+    ),
+    device: Device = typer.Option(
+        Device.auto, "--device", help="Where the model runs (auto: cuda, else mps, else cpu)."
+    ),
+    precision: Precision = typer.Option(
+        Precision.auto,
+        "--precision",
+        help="auto: bf16 where the hardware has it (recent x86 CPUs, GPUs), else fp32.",
+    ),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=CACHE_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no per-file lines."),
+) -> None:
+    """Tag images with the labels in a label file.
+
+    Without --output or --sidecar, tags are printed as "path<TAB>tag (score), ...".
+
+    Example:
+
+        mkt-tag tag ~/Photos -r --labels my_labels.txt --sidecar xmp
+    """
+    from mkt_tag import tagjob, vocab
+    from mkt_tag.tagger import Selection, Tagger
+
+    if sum([skip_existing, overwrite, append]) > 1:
+        raise _fail("choose one of --skip-existing, --overwrite and --append", EXIT_USAGE)
+    if output is not None and output.suffix.lower() not in (".csv", ".json", ".jsonl"):
+        raise _fail(f"--output {output}: use a .csv, .json or .jsonl file name", EXIT_USAGE)
+    existing = "overwrite" if overwrite else "append" if append else "skip"
+    try:
+        vocabulary = vocab.read_labels(labels)
+        for warning in vocabulary.warnings:
+            err.print(Text(f"warning: {warning}", style="yellow"))
+        per_label = vocab.read_thresholds(thresholds) if thresholds else None
+        if per_label:
+            known = {vocab.normalise(lab) for lab in vocabulary.labels}
+            unknown = sorted(set(per_label) - known)
+            if unknown:
+                err.print(
+                    Text(
+                        f"warning: {thresholds}: {len(unknown)} label(s) not in {labels} "
+                        f"ignored, e.g. {unknown[0]!r}",
+                        style="yellow",
+                    )
+                )
+        if top_k is None and threshold is None and per_label is None:
+            top_k = 5
+        selection = Selection(top_k=top_k, threshold=threshold, thresholds=per_label)
+        with (
+            err.status("loading model", spinner="dots")
+            if err.is_terminal and not quiet
+            else nullcontext()
+        ):
+            tagger = Tagger.load(
+                model, device=device.value, precision=precision.value, cache_dir=cache_dir
+            )
+            labelset = tagger.embed_labels(vocabulary.labels, source=str(labels))
+        job = tagjob.TagJob(
+            inputs=paths,
+            selection=selection,
+            recursive=recursive,
+            output=output,
+            sidecar=sidecar.value if sidecar else None,
+            sidecar_naming=sidecar_naming.value,
+            existing=existing,
+            batch_size=batch_size,
+            workers=workers,
+        )
+        report = _run_job(job, tagger, labelset, quiet, to_stdout=output is None and not sidecar)
+    except MktTagError as error:
+        raise _fail(str(error)) from None
+    if report is None:
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if report.failures:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _run_job(
+    job: TagJob, tagger: Tagger, labelset: LabelSet, quiet: bool, to_stdout: bool
+) -> JobReport | None:
+    """Drive a tag job with a progress bar; the report, or None when interrupted."""
+    from mkt_tag import tagjob
+
+    started = time.perf_counter()
+    with _progress(quiet) as progress:
+        task = progress.add_task("tagging", total=None)
+        events = tagjob.run(
+            job, tagger, labelset, on_start=lambda n: progress.update(task, total=n)
+        )
+        try:
+            while True:
+                item = next(events)
+                if isinstance(item, MktTagError):
+                    err.print(Text(f"failed: {item}", style="yellow"))
+                else:
+                    if to_stdout:
+                        _print_result(item)
+                    progress.advance(task)
+        except StopIteration as stop:
+            report = stop.value
+        except KeyboardInterrupt:
+            events.close()
+            err.print(
+                Text(
+                    "interrupted: finished images are saved; run the same command again to resume",
+                    style="yellow",
+                )
+            )
+            return None
+    elapsed = time.perf_counter() - started
+    rate = report.tagged / elapsed if elapsed > 0 else 0.0
+    if not quiet or report.failures:
+        failed = f"failed {len(report.failures)} (listed above)" if report.failures else "failed 0"
+        err.print(
+            f"{report.found} images: tagged {report.tagged}, skipped {report.skipped} "
+            f"already done, {failed}; {elapsed:.1f} s, {rate:.1f} img/s"
+        )
+    return report
+
+
+@models_app.callback()
+def models_list(
+    ctx: typer.Context,
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=CACHE_HELP),
+) -> None:
+    """List known model names and whether each is in the cache.
+
+    Any open_clip ViT "ARCH:TAG" pair, "hf-hub:ORG/REPO", "local-dir:PATH" and mkt-tag checkpoint
+    folders work too.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    root = hub.cache_dir(cache_dir)
+    table = Table("model", "cached", "description", title=f"cache: {root}", title_justify="left")
+    for name, description in hub.KNOWN_BACKBONES.items():
+        table.add_row(name, "yes" if hub.is_cached(name, root) else "no", description)
+    out.print(table)
+
+
+@models_app.command("download")
+def models_download(
+    names: list[str] = typer.Argument(..., help="Model ids, e.g. ViT-B-16:openai."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=CACHE_HELP),
+) -> None:
+    """Download models into the cache so that tagging works offline.
+
+    Example:
+
+        mkt-tag models download ViT-B-16:openai
+    """
+    failed = 0
+    for name in names:
+        try:
+            backbone = hub.download(name, hub.cache_dir(cache_dir))
+            out.print(f"{name}: {backbone.weights}")
+        except MktTagError as error:
+            failed += 1
+            err.print(Text(f"error: {error}", style="red"))
+    if failed:
+        raise typer.Exit(EXIT_ERROR if failed == len(names) else EXIT_PARTIAL)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+
+
+__all__ = ["EXIT_OK", "app", "main"]

@@ -1,0 +1,191 @@
+"""The MKT model: a CLIP ViT with a two-stream head over label embeddings.
+
+- global stream: the class token after ``ln_post``, through CLIP's ``proj``: ``s_g = g @ E.T``;
+- local stream: every patch token through the same ``proj``; per label, the mean of its
+  ``top_k`` best patch scores: ``s_l``;
+- fusion: each score vector L2-normalised across labels, then averaged.
+
+Neither image nor label features are normalised and there is no logit scale (as in the paper),
+so scores rank labels within an image; they are not calibrated probabilities.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mkt_tag.config import ModelConfig
+from mkt_tag.errors import LabelFileError, ModelError
+from mkt_tag.prompts import PromptContext, Tokenizer, text_tower
+
+# Upper bound on elements of one (images x patches x labels) score block, to bound memory.
+_SCORE_BLOCK = 1 << 24
+
+
+@dataclass
+class ImageFeatures:
+    """Projected image tokens: ``global_`` (B x D) and ``patches`` (B x P x D)."""
+
+    global_: torch.Tensor
+    patches: torch.Tensor
+
+
+@dataclass
+class Scores:
+    """Per-image, per-label scores (B x C) of each stream and of their fusion."""
+
+    global_: torch.Tensor
+    local: torch.Tensor
+    fused: torch.Tensor
+
+
+def local_scores(patches: torch.Tensor, labels: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Mean of the ``top_k`` highest patch scores per label (B x C), in label blocks."""
+    batch, n_patches, _ = patches.shape
+    k = max(1, min(top_k, n_patches))
+    step = max(1, _SCORE_BLOCK // max(1, batch * n_patches))
+    blocks = [
+        (patches @ labels[start : start + step].T).topk(k, dim=1).values.mean(dim=1)
+        for start in range(0, labels.shape[0], step)
+    ]
+    return torch.cat(blocks, dim=1)
+
+
+def fuse(global_scores: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+    """MKT's fusion: L2-normalise each stream's scores across labels, then average."""
+    return (F.normalize(global_scores, dim=-1) + F.normalize(local, dim=-1)) / 2
+
+
+def mkt_scores(features: ImageFeatures, labels: torch.Tensor, top_k: int) -> Scores:
+    """All three score matrices for a batch of image features and label embeddings (C x D)."""
+    labels = labels.to(features.global_.dtype)
+    global_scores = features.global_ @ labels.T
+    local = local_scores(features.patches, labels, top_k)
+    return Scores(global_scores, local, fuse(global_scores, local))
+
+
+def check_vision_tower(visual: Any) -> None:
+    """Fail clearly for towers MKT cannot use (no class token, attention pooling, timm)."""
+    needed = (
+        "conv1",
+        "class_embedding",
+        "positional_embedding",
+        "ln_pre",
+        "transformer",
+        "ln_post",
+        "proj",
+    )
+    if not all(getattr(visual, name, None) is not None for name in needed):
+        raise ModelError(
+            "unsupported image tower: MKT needs a CLIP ViT with a class token and proj"
+        )
+    if (
+        getattr(visual, "attn_pool", None) is not None
+        or getattr(visual, "pool_type", "tok") != "tok"
+    ):
+        raise ModelError(
+            "unsupported image tower: MKT needs class-token pooling, not attention/avg"
+        )
+
+
+def build_clip(arch: dict[str, Any]) -> nn.Module:
+    """An open_clip CLIP model from its config dict (random weights)."""
+    import open_clip
+
+    arch = copy.deepcopy(arch)
+    if "timm_model_name" in arch.get("vision_cfg", {}) or "hf_model_name" in arch.get(
+        "text_cfg", {}
+    ):
+        raise ModelError(
+            "unsupported backbone: timm image towers and Hugging Face text towers "
+            "are not CLIP ViTs (use an OpenAI-style ViT such as ViT-B-16:openai)"
+        )
+    if "multimodal_cfg" in arch:
+        raise ModelError("unsupported backbone: CoCa models are not supported")
+    custom_text = arch.pop("custom_text", False)
+    cls = open_clip.CustomTextCLIP if custom_text else open_clip.CLIP
+    try:
+        clip = cls(**arch)
+    except TypeError as error:
+        raise ModelError(f"invalid open_clip model config: {error}") from error
+    check_vision_tower(clip.visual)
+    text_tower(clip)
+    return clip
+
+
+class MKT(nn.Module):
+    """MKT over an open_clip CLIP model. ``forward(images, labels)`` gives fused scores."""
+
+    def __init__(self, clip: nn.Module, config: ModelConfig, tokenizer: Tokenizer) -> None:
+        super().__init__()
+        check_vision_tower(clip.visual)
+        self.clip = clip
+        self.config = config
+        self.tokenizer = tokenizer
+        self.prompt = PromptContext.from_template(clip, tokenizer, config.template)
+
+    @property
+    def visual(self) -> Any:
+        return self.clip.visual
+
+    @property
+    def context_length(self) -> int:
+        return int(text_tower(self.clip).positional_embedding.shape[0])
+
+    @property
+    def max_label_tokens(self) -> int:
+        """How many tokens a label may have so that its prompt fits the text context."""
+        return self.context_length - self.prompt.length
+
+    def encode_images(self, images: torch.Tensor) -> ImageFeatures:
+        """Run the ViT to ``ln_post`` keeping all tokens; project them with CLIP's ``proj``."""
+        visual = self.visual
+        x = visual.conv1(images.to(visual.conv1.weight.dtype))
+        x = x.flatten(2).transpose(1, 2)  # B x P x width
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+        x = visual.patch_dropout(x)
+        x = visual.ln_pre(x)
+        x = visual.transformer(x)
+        # The head runs in fp32 even for a bf16 tower: bf16 scores (3 significant digits)
+        # would tie and reorder labels, and this part costs almost nothing.
+        x = visual.ln_post(x).float() @ visual.proj.float()
+        return ImageFeatures(global_=x[:, 0], patches=x[:, 1:])
+
+    def tokenize(self, labels: Sequence[str], source: str = "labels") -> list[list[int]]:
+        """BPE tokens of each label; labels too long for the text context are an error.
+
+        ``source`` names where the labels came from (a file) in the error message.
+        """
+        tokens = [self.tokenizer.encode(label) for label in labels]
+        too_long = [
+            (lab, len(t))
+            for lab, t in zip(labels, tokens, strict=True)
+            if len(t) > self.max_label_tokens
+        ]
+        if too_long:
+            shown = ", ".join(f"{lab[:40]!r} ({n} tokens)" for lab, n in too_long[:3])
+            raise LabelFileError(
+                source,
+                f"{len(too_long)} label(s) too long for the text context "
+                f"(at most {self.max_label_tokens} tokens with this template): {shown}",
+            )
+        return tokens
+
+    def encode_labels(
+        self, labels: Sequence[str], batch_size: int = 256, source: str = "labels"
+    ) -> torch.Tensor:
+        """Label embeddings (C x D), not normalised, from the prompt and the text tower."""
+        return self.prompt.encode(self.clip, self.tokenize(labels, source), batch_size)
+
+    def score(self, features: ImageFeatures, labels: torch.Tensor) -> Scores:
+        return mkt_scores(features, labels, self.config.top_k)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.score(self.encode_images(images), labels).fused

@@ -1,0 +1,251 @@
+"""Per-image sidecar files (json, txt, xmp) next to each photo, written atomically.
+
+XMP sidecars carry the tags as keywords in ``dc:subject``, which digiKam, darktable,
+Lightroom and exiftool read; any other metadata already in an XMP sidecar is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+from xml.parsers import expat
+
+from mkt_tag import __version__
+from mkt_tag.errors import InputFileError, OutputError
+from mkt_tag.outputs import MalformedFileError, Tag, atomic_write_text, label_and_score, write_error
+
+SIDECAR_FORMATS = ("json", "txt", "xmp")
+SIDECAR_NAMINGS = ("full", "stem")
+
+
+def sidecar_path(image: Path, fmt: str, naming: str = "full") -> Path:
+    """The sidecar file of ``image``: ``photo.jpg.xmp`` with naming "full" (darktable,
+    digiKam; photo.jpg and photo.png do not collide) or ``photo.xmp`` with "stem"
+    (Lightroom)."""
+    if fmt not in SIDECAR_FORMATS:
+        raise ValueError(f"unknown sidecar format {fmt!r}; choose one of {SIDECAR_FORMATS}")
+    if naming == "full":
+        return image.with_name(f"{image.name}.{fmt}")
+    if naming == "stem":
+        return image.with_suffix(f".{fmt}")
+    raise ValueError(f"unknown sidecar naming {naming!r}; choose one of {SIDECAR_NAMINGS}")
+
+
+def write_sidecar(
+    image: Path, tags: list[Tag], fmt: str, naming: str = "full", merge: bool = False
+) -> Path:
+    """Write the tags of ``image`` to its sidecar (``json``, ``txt`` or ``xmp``), atomically,
+    and return the sidecar's path.
+
+    With ``merge`` the labels already in the sidecar are kept (new ones are added after
+    them). An existing XMP keeps all its other metadata in any case: only ``dc:subject``,
+    the keyword list read by digiKam, darktable, Lightroom and exiftool, is changed.
+
+    Raises:
+        OutputError: the sidecar cannot be written, or an existing one cannot be parsed
+            (it is then left untouched).
+    """
+    path = sidecar_path(image, fmt, naming)
+    try:
+        existing: bytes | None = path.read_bytes()
+    except FileNotFoundError:
+        existing = None
+    except OSError as error:
+        raise write_error(path, error) from None
+    try:
+        if fmt == "txt":
+            text = _txt_sidecar(existing, tags, merge)
+        elif fmt == "json":
+            text = _json_sidecar(existing, tags, merge)
+        else:
+            text = _xmp_sidecar(existing, tags, merge)
+    except MalformedFileError as error:
+        raise OutputError(
+            f"{path}: cannot update the existing sidecar ({error}); fix or delete it"
+        ) from None
+    atomic_write_text(path, text)
+    return path
+
+
+def read_sidecar_tags(path: Path, fmt: str) -> list[str]:
+    """The labels stored in a sidecar, in file order.
+
+    Raises:
+        InputFileError: the file is missing, unreadable or malformed.
+    """
+    path = Path(path)
+    if fmt not in SIDECAR_FORMATS:
+        raise ValueError(f"unknown sidecar format {fmt!r}; choose one of {SIDECAR_FORMATS}")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        reason = "file not found" if isinstance(error, FileNotFoundError) else error.strerror
+        raise InputFileError(path, (reason or str(error)).lower()) from None
+    try:
+        if fmt == "txt":
+            return _parse_txt(data)
+        if fmt == "json":
+            return list(_parse_json_tags(data)[1])
+        return _subjects(_parse_xmp(data))
+    except MalformedFileError as error:
+        raise InputFileError(path, f"malformed {fmt} sidecar ({error})") from None
+
+
+def _union(first: list[str], second: list[str]) -> list[str]:
+    return list(dict.fromkeys([*first, *second]))
+
+
+def _txt_sidecar(existing: bytes | None, tags: list[Tag], merge: bool) -> str:
+    labels = [tag.label for tag in tags]
+    if merge and existing is not None:
+        labels = _union(_parse_txt(existing), labels)
+    return ", ".join(labels) + "\n"
+
+
+def _parse_txt(data: bytes) -> list[str]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise MalformedFileError("not UTF-8 text") from None
+    # Comma-separated on one line is the usual convention; one label per line also works.
+    labels = (label.strip() for label in re.split(r"[,\n]", text))
+    return _union([label for label in labels if label], [])
+
+
+def _json_sidecar(existing: bytes | None, tags: list[Tag], merge: bool) -> str:
+    document: dict[str, Any] = {}
+    scores: dict[str, float | None] = {}
+    if merge and existing is not None:
+        document, scores = _parse_json_tags(existing)
+    scores.update((tag.label, tag.score) for tag in tags)
+    entries: list[dict[str, Any]] = [
+        {"label": label} if score is None else {"label": label, "score": round(score, 4)}
+        for label, score in scores.items()
+    ]
+    # Labels without a score were added by hand: they stay first, as the surest.
+    entries.sort(key=lambda entry: -entry.get("score", math.inf))
+    document.update(tags=entries, source="mkt-tag")
+    return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+
+
+def _parse_json_tags(data: bytes) -> tuple[dict[str, Any], dict[str, float | None]]:
+    try:
+        document = json.loads(data)
+    except ValueError as error:
+        raise MalformedFileError(f"not JSON: {error}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("tags", []), list):
+        raise MalformedFileError('expected an object like {"tags": [...]}')
+    return document, dict(label_and_score(item) for item in document.get("tags", []))
+
+
+# --- XMP ------------------------------------------------------------------------------
+
+_X = "adobe:ns:meta/"
+_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+_DC = "http://purl.org/dc/elements/1.1/"
+_STANDARD_PREFIXES = {"x": _X, "rdf": _RDF, "dc": _DC}
+_RDF_RDF, _RDF_DESCRIPTION = f"{{{_RDF}}}RDF", f"{{{_RDF}}}Description"
+_RDF_ABOUT, _RDF_BAG, _RDF_LI = f"{{{_RDF}}}about", f"{{{_RDF}}}Bag", f"{{{_RDF}}}li"
+_DC_SUBJECT = f"{{{_DC}}}subject"
+
+
+def _xmp_sidecar(existing: bytes | None, tags: list[Tag], merge: bool) -> str:
+    if existing is None:
+        root = ET.Element(f"{{{_X}}}xmpmeta", {f"{{{_X}}}xmptk": f"mkt-tag {__version__}"})
+        ET.SubElement(ET.SubElement(root, _RDF_RDF), _RDF_DESCRIPTION, {_RDF_ABOUT: ""})
+    else:
+        root = _parse_xmp(existing)
+    for prefix, uri in _STANDARD_PREFIXES.items():
+        ET.register_namespace(prefix, uri)
+    _set_subjects(root, [tag.label for tag in tags], merge)
+    ET.indent(root, space=" ")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _parse_xmp(data: bytes) -> ET.Element:
+    """Parse XMP safely, registering its namespace prefixes so they survive a rewrite."""
+    for prefix, uri in _check_xml(data).items():
+        # ElementTree reserves ns0, ns1, ... for prefixes it invents itself; "" (a default
+        # namespace) cannot be registered. Both then get invented prefixes: same meaning.
+        if prefix and prefix != "xml" and not re.fullmatch(r"ns\d+", prefix):
+            ET.register_namespace(prefix, uri)
+    builder = ET.TreeBuilder(insert_comments=True, insert_pis=True)
+    try:
+        return ET.fromstring(data, parser=ET.XMLParser(target=builder))
+    except ET.ParseError as error:  # expat accepted it above, so this is not expected
+        raise MalformedFileError(f"not well-formed XML: {error}") from None
+
+
+def _check_xml(data: bytes) -> dict[str, str]:
+    """Check that ``data`` is well-formed XML without a DOCTYPE; return the namespace
+    prefixes it declares.
+
+    Refusing any DOCTYPE is what makes parsing safe: entities can only be declared in a
+    DTD, so without one there is no entity expansion (billion laughs, quadratic blow-up)
+    and no external entity to fetch. XMP never needs a DTD. The check runs on the same
+    bytes that ElementTree then parses, before ElementTree sees them.
+    """
+    namespaces: dict[str, str] = {}
+
+    def refuse(*_: object) -> None:
+        raise MalformedFileError("DOCTYPE and entity declarations are not allowed in XMP")
+
+    def remember(prefix: str | None, uri: str) -> None:
+        namespaces.setdefault(prefix or "", uri)
+
+    parser = expat.ParserCreate(namespace_separator=" ")
+    parser.StartDoctypeDeclHandler = refuse
+    parser.EntityDeclHandler = refuse  # unreachable without a DOCTYPE; kept as a backstop
+    parser.StartNamespaceDeclHandler = remember
+    try:
+        parser.Parse(data, True)
+    except expat.ExpatError as error:
+        raise MalformedFileError(f"not well-formed XML: {error}") from None
+    return namespaces
+
+
+def _rdf_descriptions(root: ET.Element) -> tuple[ET.Element, list[ET.Element]]:
+    rdf = root if root.tag == _RDF_RDF else root.find(f".//{_RDF_RDF}")
+    if rdf is None:
+        raise MalformedFileError("no rdf:RDF element")
+    return rdf, rdf.findall(_RDF_DESCRIPTION)
+
+
+def _subjects(root: ET.Element) -> list[str]:
+    _, descriptions = _rdf_descriptions(root)
+    labels = [
+        item.text.strip()
+        for description in descriptions
+        for subject in description.findall(_DC_SUBJECT)
+        for item in subject.iter(_RDF_LI)
+        if item.text and item.text.strip()
+    ]
+    return _union(labels, [])
+
+
+def _set_subjects(root: ET.Element, labels: list[str], merge: bool) -> None:
+    """Replace every dc:subject by one rdf:Bag of ``labels`` (after the existing keywords
+    with ``merge``), leaving every other element and attribute as it was."""
+    rdf, descriptions = _rdf_descriptions(root)
+    keywords = _union(_subjects(root), labels) if merge else labels
+    owner, position = None, 0
+    for description in descriptions:
+        for subject in description.findall(_DC_SUBJECT):
+            if owner is None:  # the new list goes where the first one was: smaller diffs
+                owner, position = description, list(description).index(subject)
+            description.remove(subject)
+    if not keywords:
+        return
+    if owner is None:
+        owner = descriptions[0] if descriptions else ET.SubElement(rdf, _RDF_DESCRIPTION)
+        owner.set(_RDF_ABOUT, owner.get(_RDF_ABOUT, ""))
+        position = len(owner)
+    subject = ET.Element(_DC_SUBJECT)
+    owner.insert(position, subject)
+    bag = ET.SubElement(subject, _RDF_BAG)
+    for keyword in keywords:
+        ET.SubElement(bag, _RDF_LI).text = keyword

@@ -1,0 +1,263 @@
+"""The Python API: load a model, tag images with any labels.
+
+>>> from mkt_tag import Tagger
+>>> tagger = Tagger.load("ViT-B-16:openai")
+>>> tagger.tag(["photo.jpg"], ["dog", "beach", "sunset"], top_k=2)
+[TagResult(path=PosixPath('photo.jpg'), tags=[Tag(label='beach', score=0.11), ...])]
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mkt_tag import checkpoints
+from mkt_tag.config import DEFAULT_BACKBONE, PreprocessConfig
+from mkt_tag.errors import ImageLoadError, MktTagError
+from mkt_tag.images import load_image, resize_center_crop
+from mkt_tag.model import MKT
+from mkt_tag.outputs import Tag, TagResult
+from mkt_tag.vocab import normalise
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Native bf16 matrix instructions (AVX512-BF16 or AMX): a bf16 model is ~2x faster there."""
+    if sys.platform != "linux":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name not in DEVICES:
+        raise MktTagError(f"unknown device {name!r} (choose from {', '.join(DEVICES)})")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MktTagError("--device cuda: no CUDA GPU is available to PyTorch")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise MktTagError("--device mps: Apple's Metal backend is not available")
+    return torch.device(name)
+
+
+def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on GPUs that have it (else fp16) and on CPUs with native bf16; else fp32."""
+    if precision not in PRECISIONS:
+        raise MktTagError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+@dataclass
+class LabelSet:
+    """Labels and their embeddings (C x D, float32 on the model's device)."""
+
+    labels: list[str]
+    embeddings: torch.Tensor
+
+
+@dataclass
+class Selection:
+    """Which labels become tags: the ``top_k`` best that pass their threshold."""
+
+    top_k: int | None = 5  # at most this many tags per image (None: no limit)
+    threshold: float | None = None  # global minimum score (None: none)
+    thresholds: dict[str, float] | None = None  # per-label minimum, keyed by normalised label
+
+    def minimum(self, labels: Sequence[str]) -> np.ndarray:
+        """The threshold of each label (-inf where none applies)."""
+        default = -np.inf if self.threshold is None else self.threshold
+        per_label = self.thresholds or {}
+        return np.array(
+            [per_label.get(normalise(lab), default) for lab in labels], dtype=np.float64
+        )
+
+
+def select(scores: np.ndarray, labels: Sequence[str], selection: Selection) -> list[list[Tag]]:
+    """Tags per image, best first; equal scores keep label-file order (deterministic)."""
+    minimum = selection.minimum(labels)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    tags = []
+    for row, ranked in zip(scores, order, strict=True):
+        kept = [int(i) for i in ranked if row[i] >= minimum[i]]
+        if selection.top_k is not None:
+            kept = kept[: selection.top_k]
+        tags.append([Tag(labels[i], round(float(row[i]), 6)) for i in kept])
+    return tags
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    """Decodes and preprocesses one file; failures come back as a reason, never raised."""
+
+    def __init__(self, paths: Sequence[Path], preprocess: PreprocessConfig) -> None:
+        self.paths = list(paths)
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
+        try:
+            return (
+                index,
+                prepare(load_image(self.paths[index], 2 * self.preprocess.resize), self.preprocess),
+                None,
+            )
+        except ImageLoadError as error:
+            return index, None, error.reason
+        except Exception as error:
+            return index, None, f"cannot decode ({type(error).__name__}: {error})"
+
+
+def prepare(image: Image.Image, preprocess: PreprocessConfig) -> np.ndarray:
+    """Resize + centre-crop to the model's input (uint8 H x W x 3); normalised later, batched."""
+    return resize_center_crop(
+        image.convert("RGB"), preprocess.resize, preprocess.image_size, preprocess.interpolation
+    )
+
+
+def _collate(items: list[tuple[int, np.ndarray | None, str | None]]) -> list:
+    return items
+
+
+def default_workers(n_images: int, batch_size: int) -> int:
+    """Decoding processes: none for a handful of images (start-up costs more), else cores - 1."""
+    if n_images <= batch_size:
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+class Tagger:
+    """An MKT model on a device, ready to score images against any labels."""
+
+    def __init__(self, model: MKT, device: str = "auto", precision: str = "auto") -> None:
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(precision, self.device)
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        pre = model.config.preprocess
+        self._mean = torch.tensor(pre.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(pre.std, device=self.device).view(1, 3, 1, 1)
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Path = DEFAULT_BACKBONE,
+        device: str = "auto",
+        precision: str = "auto",
+        cache_dir: str | Path | None = None,
+        download: bool = True,
+    ) -> Tagger:
+        """Load a checkpoint directory or backbone id (``ViT-B-16:openai``, ``hf-hub:...``)."""
+        root = Path(cache_dir) if cache_dir else None
+        return cls(checkpoints.load(model, root, download), device, precision)
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return self.model.config.preprocess
+
+    @torch.inference_mode()
+    def embed_labels(self, labels: Sequence[str], source: str = "labels") -> LabelSet:
+        """Encode labels once; reuse the result for any number of images."""
+        embeddings = self.model.encode_labels(list(labels), source=source).float()
+        return LabelSet(list(labels), embeddings)
+
+    def _as_labelset(self, labels: Sequence[str] | LabelSet) -> LabelSet:
+        return labels if isinstance(labels, LabelSet) else self.embed_labels(labels)
+
+    @torch.inference_mode()
+    def score_arrays(self, arrays: Sequence[np.ndarray], labels: LabelSet) -> np.ndarray:
+        """Fused MKT scores (N x C) for preprocessed uint8 images."""
+        batch = torch.from_numpy(np.stack(arrays)).to(self.device).permute(0, 3, 1, 2)
+        batch = ((batch.float() / 255.0 - self._mean) / self._std).to(self.dtype)
+        features = self.model.encode_images(batch)
+        return self.model.score(features, labels.embeddings).fused.float().cpu().numpy()
+
+    def scores(
+        self,
+        images: Sequence[Image.Image | str | Path],
+        labels: Sequence[str] | LabelSet,
+        batch_size: int = 16,
+    ) -> np.ndarray:
+        """Fused scores (N x C) for PIL images or paths; a bad path raises ImageLoadError."""
+        labelset = self._as_labelset(labels)
+        min_side = 2 * self.preprocess.resize
+        out = []
+        for start in range(0, len(images), batch_size):
+            chunk = [
+                im if isinstance(im, Image.Image) else load_image(Path(im), min_side)
+                for im in images[start : start + batch_size]
+            ]
+            out.append(self.score_arrays([prepare(im, self.preprocess) for im in chunk], labelset))
+        return np.concatenate(out) if out else np.zeros((0, len(labelset.labels)), np.float32)
+
+    def tag(
+        self,
+        images: Sequence[Image.Image | str | Path],
+        labels: Sequence[str] | LabelSet,
+        top_k: int | None = 5,
+        threshold: float | None = None,
+    ) -> list[TagResult]:
+        """Tags for each image (paths or PIL images; a PIL image gets the path "<image N>")."""
+        labelset = self._as_labelset(labels)
+        scores = self.scores(images, labelset)
+        tags = select(scores, labelset.labels, Selection(top_k, threshold))
+        return [
+            TagResult(Path(im) if not isinstance(im, Image.Image) else Path(f"<image {i}>"), t)
+            for i, (im, t) in enumerate(zip(images, tags, strict=True))
+        ]
+
+    def tag_files(
+        self,
+        paths: Sequence[Path],
+        labels: LabelSet,
+        selection: Selection,
+        batch_size: int = 16,
+        workers: int | None = None,
+    ) -> Iterator[TagResult | ImageLoadError]:
+        """Tag files in order, decoding in worker processes while the model runs.
+
+        Yields one TagResult or ImageLoadError per path; a bad file never stops the run.
+        """
+        if not paths:
+            return
+        workers = default_workers(len(paths), batch_size) if workers is None else workers
+        loader = torch.utils.data.DataLoader(
+            _ImageFiles(paths, self.preprocess),
+            batch_size=batch_size,
+            num_workers=workers,
+            collate_fn=_collate,
+            prefetch_factor=4 if workers else None,
+        )
+        for items in loader:
+            good = [(i, array) for i, array, _ in items if array is not None]
+            tags: Iterator[list[Tag]] = iter([])
+            if good:
+                scores = self.score_arrays([array for _, array in good], labels)
+                tags = iter(select(scores, labels.labels, selection))
+            for index, array, reason in items:
+                if array is None:
+                    yield ImageLoadError(paths[index], reason or "cannot read")
+                else:
+                    yield TagResult(paths[index], next(tags))

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mkt_tag import checkpoints
+from mkt_tag.errors import CheckpointError
+
+from .conftest import TINY_CONFIG
+
+
+def _trained_names(model) -> list[str]:
+    return [
+        n
+        for n in model.state_dict()
+        if n.startswith(("clip.visual.ln_post", "clip.visual.proj", "prompt."))
+    ]
+
+
+def test_delta_checkpoint_round_trip(tmp_path, tiny_id):
+    model = checkpoints.load(tiny_id)
+    with torch.no_grad():
+        model.clip.visual.proj.add_(1.0)
+        model.prompt.prefix.mul_(2.0)
+    model.config.prompt_context = True
+    checkpoints.save(model, tmp_path / "ckpt", trained=_trained_names(model))
+    config = json.loads((tmp_path / "ckpt" / "mkt_config.json").read_text())
+    assert config["weights"] == "delta" and config["backbone"] == tiny_id
+    loaded = checkpoints.load(tmp_path / "ckpt")
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    # only the trained tensors are stored
+    from safetensors.torch import load_file
+
+    stored = load_file(str(tmp_path / "ckpt" / "model.safetensors"))
+    assert set(stored) == set(_trained_names(model))
+
+
+def test_full_checkpoint_for_random_backbone(tmp_path):
+    model = checkpoints.load(str(TINY_CONFIG))
+    checkpoints.save(model, tmp_path / "full")
+    loaded = checkpoints.load(tmp_path / "full")
+    assert loaded.config.weights == "full"
+    images = torch.randn(1, 3, 32, 32)
+    labels = model.encode_labels(["cat"])
+    with torch.no_grad():
+        assert torch.equal(model(images, labels), loaded(images, labels))
+
+
+def test_save_replaces_atomically(tmp_path):
+    model = checkpoints.load(str(TINY_CONFIG))
+    checkpoints.save(model, tmp_path / "c")
+    checkpoints.save(model, tmp_path / "c")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
+
+
+def test_broken_checkpoints(tmp_path):
+    model = checkpoints.load(str(TINY_CONFIG))
+    checkpoints.save(model, tmp_path / "c")
+    (tmp_path / "c" / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match="cannot read weights"):
+        checkpoints.load(tmp_path / "c")
+    (tmp_path / "c" / "mkt_config.json").write_text("{broken")
+    with pytest.raises(CheckpointError, match="unreadable checkpoint config"):
+        checkpoints.load(tmp_path / "c")
+    (tmp_path / "c" / "mkt_config.json").write_text(json.dumps({"backbonez": "x"}))
+    with pytest.raises(CheckpointError, match="unknown config keys"):
+        checkpoints.load(tmp_path / "c")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="not an mkt-tag checkpoint"):
+        checkpoints.load(tmp_path / "empty")
+
+
+def test_checkpoint_with_foreign_tensors_is_rejected(tmp_path):
+    from safetensors.torch import save_file
+
+    model = checkpoints.load(str(TINY_CONFIG))
+    checkpoints.save(model, tmp_path / "c")
+    save_file({"clip.visual.proj": torch.zeros(3, 3)}, str(tmp_path / "c" / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="has shape"):
+        checkpoints.load(tmp_path / "c")
+    save_file({"nonsense.weight": torch.zeros(3)}, str(tmp_path / "c" / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="unexpected tensors"):
+        checkpoints.load(tmp_path / "c")
