@@ -1,12 +1,7 @@
-"""The ``mkt-tag`` command line: parses options, calls the library, prints.
-
-Exit codes: 0 success, 1 error (nothing done), 2 usage error, 3 some inputs failed,
-130 interrupted (finished work is kept; the same command resumes).
-"""
+"""`mkt-tag tag`: tag files and folders, write results and sidecars, resume killed runs."""
 
 from __future__ import annotations
 
-import sys
 import time
 from contextlib import nullcontext
 from enum import Enum
@@ -14,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,57 +18,16 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 from rich.text import Text
 
-from mkt_tag import __version__, hub
+from mkt_tag.cli._app import CACHE_HELP, MODEL_HELP, Device, Precision, app, err, fail, warn
 from mkt_tag.config import DEFAULT_BACKBONE
-from mkt_tag.errors import (
-    EXIT_ERROR,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_PARTIAL,
-    EXIT_USAGE,
-    MktTagError,
-)
+from mkt_tag.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE, MktTagError
 from mkt_tag.outputs import TagResult
 
 if TYPE_CHECKING:
     from mkt_tag.tagger import LabelSet, Tagger
     from mkt_tag.tagjob import JobReport, TagJob
-
-app = typer.Typer(
-    name="mkt-tag",
-    help="Open-vocabulary image tagging with MKT: tag your photos with your own words.",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-    pretty_exceptions_show_locals=False,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-)
-models_app = typer.Typer(
-    help="List the models mkt-tag knows and download them into the cache.",
-    invoke_without_command=True,
-    rich_markup_mode=None,
-)
-app.add_typer(models_app, name="models")
-
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
-
-
-# Choices mirror mkt_tag.tagger, not imported here: `mkt-tag --help` should not import torch.
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
 
 
 class Sidecar(str, Enum):
@@ -86,29 +39,6 @@ class Sidecar(str, Enum):
 class Naming(str, Enum):
     full = "full"
     stem = "stem"
-
-
-CACHE_HELP = "Model cache folder [default: $MKT_TAG_CACHE or the user cache folder]."
-
-
-def _fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
-    err.print(Text(f"error: {message}", style="red"))
-    return typer.Exit(code)
-
-
-def _version(value: bool) -> None:
-    if value:
-        out.print(f"mkt-tag {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _main(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
-    ),
-) -> None:
-    """Open-vocabulary image tagging with MKT: tag your photos with your own words."""
 
 
 class _RateColumn(ProgressColumn):
@@ -147,7 +77,7 @@ def tag(
         DEFAULT_BACKBONE,
         "--model",
         "-m",
-        help="Checkpoint folder or backbone id (see `mkt-tag models`).",
+        help=MODEL_HELP,
     ),
     top_k: int | None = typer.Option(
         None,
@@ -206,25 +136,22 @@ def tag(
     from mkt_tag.tagger import Selection, Tagger
 
     if sum([skip_existing, overwrite, append]) > 1:
-        raise _fail("choose one of --skip-existing, --overwrite and --append", EXIT_USAGE)
+        raise fail("choose one of --skip-existing, --overwrite and --append", EXIT_USAGE)
     if output is not None and output.suffix.lower() not in (".csv", ".json", ".jsonl"):
-        raise _fail(f"--output {output}: use a .csv, .json or .jsonl file name", EXIT_USAGE)
+        raise fail(f"--output {output}: use a .csv, .json or .jsonl file name", EXIT_USAGE)
     existing = "overwrite" if overwrite else "append" if append else "skip"
     try:
         vocabulary = vocab.read_labels(labels)
         for warning in vocabulary.warnings:
-            err.print(Text(f"warning: {warning}", style="yellow"))
+            warn(warning)
         per_label = vocab.read_thresholds(thresholds) if thresholds else None
         if per_label:
             known = {vocab.normalise(lab) for lab in vocabulary.labels}
             unknown = sorted(set(per_label) - known)
             if unknown:
-                err.print(
-                    Text(
-                        f"warning: {thresholds}: {len(unknown)} label(s) not in {labels} "
-                        f"ignored, e.g. {unknown[0]!r}",
-                        style="yellow",
-                    )
+                warn(
+                    f"{thresholds}: {len(unknown)} label(s) not in {labels} ignored, "
+                    f"e.g. {unknown[0]!r}"
                 )
         if top_k is None and threshold is None and per_label is None:
             top_k = 5
@@ -251,7 +178,7 @@ def tag(
         )
         report = _run_job(job, tagger, labelset, quiet, to_stdout=output is None and not sidecar)
     except MktTagError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     if report is None:
         raise typer.Exit(EXIT_INTERRUPTED)
     if report.failures:
@@ -299,57 +226,3 @@ def _run_job(
             f"already done, {failed}; {elapsed:.1f} s, {rate:.1f} img/s"
         )
     return report
-
-
-@models_app.callback()
-def models_list(
-    ctx: typer.Context,
-    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=CACHE_HELP),
-) -> None:
-    """List known model names and whether each is in the cache.
-
-    Any open_clip ViT "ARCH:TAG" pair, "hf-hub:ORG/REPO", "local-dir:PATH" and mkt-tag checkpoint
-    folders work too.
-    """
-    if ctx.invoked_subcommand is not None:
-        return
-    root = hub.cache_dir(cache_dir)
-    table = Table("model", "cached", "description", title=f"cache: {root}", title_justify="left")
-    for name, description in hub.KNOWN_BACKBONES.items():
-        table.add_row(name, "yes" if hub.is_cached(name, root) else "no", description)
-    out.print(table)
-
-
-@models_app.command("download")
-def models_download(
-    names: list[str] = typer.Argument(..., help="Model ids, e.g. ViT-B-16:openai."),
-    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=CACHE_HELP),
-) -> None:
-    """Download models into the cache so that tagging works offline.
-
-    Example:
-
-        mkt-tag models download ViT-B-16:openai
-    """
-    failed = 0
-    for name in names:
-        try:
-            backbone = hub.download(name, hub.cache_dir(cache_dir))
-            out.print(f"{name}: {backbone.weights}")
-        except MktTagError as error:
-            failed += 1
-            err.print(Text(f"error: {error}", style="red"))
-    if failed:
-        raise typer.Exit(EXIT_ERROR if failed == len(names) else EXIT_PARTIAL)
-
-
-def main() -> None:
-    """Console-script entry point."""
-    try:
-        app()
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(EXIT_INTERRUPTED)
-
-
-__all__ = ["EXIT_OK", "app", "main"]

@@ -1,0 +1,71 @@
+"""The Typer app, its consoles, and what every command shares.
+
+The CLI parses, calls the library and prints. It imports torch only inside commands, so that
+`mkt-tag --help` answers at once.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from mkt_tag import __version__
+from mkt_tag.errors import EXIT_ERROR
+
+app = typer.Typer(
+    name="mkt-tag",
+    help="Open-vocabulary image tagging with MKT: tag your photos with your own words.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+CACHE_HELP = "Model cache folder [default: $MKT_TAG_CACHE or the user cache folder]."
+MODEL_HELP = "Checkpoint folder or backbone id (see `mkt-tag models`)."
+
+
+# Choices mirror mkt_tag.tagger, not imported here: `mkt-tag --help` should not import torch.
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
+    """Print one error line on stderr; return the Exit to raise."""
+    err.print(Text(f"error: {message}", style="red"))
+    return typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    err.print(Text(f"warning: {message}", style="yellow"))
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"mkt-tag {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    """Open-vocabulary image tagging with MKT: tag your photos with your own words."""
