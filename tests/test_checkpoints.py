@@ -84,3 +84,27 @@ def test_checkpoint_with_foreign_tensors_is_rejected(tmp_path):
     save_file({"nonsense.weight": torch.zeros(3)}, str(tmp_path / "c" / "model.safetensors"))
     with pytest.raises(CheckpointError, match="unexpected tensors"):
         checkpoints.load(tmp_path / "c")
+
+
+def test_save_never_replaces_a_folder_of_something_else(tmp_path):
+    model = checkpoints.load(str(TINY_CONFIG))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(CheckpointError, match="not an mkt-tag checkpoint"):
+        checkpoints.save(model, photos)
+    assert (photos / "holiday.jpg").read_bytes() == b"precious"
+    (tmp_path / "empty").mkdir()
+    checkpoints.save(model, tmp_path / "empty")  # an empty folder is fine
+    assert checkpoints.is_checkpoint(tmp_path / "empty")
+
+
+def test_checkpoint_folder_is_not_private(tmp_path):
+    import os
+    import stat
+
+    model = checkpoints.load(str(TINY_CONFIG))
+    checkpoints.save(model, tmp_path / "c")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "c").stat().st_mode) == 0o777 & ~umask

@@ -12,19 +12,17 @@ Nothing is ever unpickled: safetensors only.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from mkt_tag import hub
+from mkt_tag import caches, hub
 from mkt_tag.config import ModelConfig
 from mkt_tag.errors import CheckpointError, ModelError
 from mkt_tag.model import MKT, build_clip
+from mkt_tag.outputs import atomic_directory
 
 CONFIG_FILE = "mkt_config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -62,15 +60,28 @@ def from_backbone(
     backbone = hub.resolve(backbone_id, cache_dir, download)
     config = config or ModelConfig(backbone=backbone_id, preprocess=backbone.preprocess)
     config.arch = backbone.arch
+    clip = _backbone_clip(backbone)
+    model = MKT(clip.eval(), config, _tokenizer(backbone.arch))  # type: ignore[arg-type]
+    model.fingerprint = _backbone_fingerprint(backbone)
+    return model
+
+
+def _backbone_clip(backbone: hub.Backbone, arch: dict | None = None) -> torch.nn.Module:
+    """The CLIP model of a backbone with its pretrained weights (seeded random without)."""
     if backbone.weights is None:
         # A custom config without weights: seeded, so the same id always gives the same model.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            clip = build_clip(backbone.arch)
-    else:
-        clip = build_clip(backbone.arch)
-        _load_backbone_weights(clip, backbone.weights)
-    return MKT(clip.eval(), config, _tokenizer(backbone.arch))  # type: ignore[arg-type]
+            return build_clip(arch or backbone.arch)
+    clip = build_clip(arch or backbone.arch)
+    _load_backbone_weights(clip, backbone.weights)
+    return clip
+
+
+def _backbone_fingerprint(backbone: hub.Backbone) -> str:
+    # Hub files are content-addressed, local ones are named by path, size and mtime.
+    weights = caches.file_identity(backbone.weights) if backbone.weights else None
+    return caches.digest("backbone", backbone.id, backbone.arch, weights)
 
 
 def load(model_id: str | Path, cache_dir: Path | None = None, download: bool = True) -> MKT:
@@ -105,20 +116,23 @@ def load_checkpoint(folder: Path, cache_dir: Path | None = None, download: bool 
     config = read_config(folder)
     if config.arch is None:
         raise CheckpointError(f"{folder / CONFIG_FILE}: no 'arch' (backbone architecture)")
-    clip = build_clip(config.arch)
+    parts: list[object] = ["checkpoint", config.to_dict()]
     if config.weights in ("none", "delta"):
         backbone = hub.resolve(config.backbone, cache_dir, download)
-        if backbone.weights is not None:
-            _load_backbone_weights(clip, backbone.weights)
+        clip = _backbone_clip(backbone, config.arch)
+        parts.append(_backbone_fingerprint(backbone))
+    else:
+        clip = build_clip(config.arch)
     model = MKT(clip, config, _tokenizer(config.arch))  # type: ignore[arg-type]
-    if config.weights == "none":
-        return model.eval()
-    weights = folder / WEIGHTS_FILE
-    try:
-        tensors = load_file(str(weights))
-    except (OSError, SafetensorError) as error:
-        raise CheckpointError(f"{weights}: cannot read weights ({error})") from error
-    _apply(model, tensors, weights, full=config.weights == "full")
+    if config.weights != "none":
+        weights = folder / WEIGHTS_FILE
+        try:
+            tensors = load_file(str(weights))
+        except (OSError, SafetensorError) as error:
+            raise CheckpointError(f"{weights}: cannot read weights ({error})") from error
+        _apply(model, tensors, weights, full=config.weights == "full")
+        parts.append(caches.file_content(weights))
+    model.fingerprint = caches.digest(*parts)
     return model.eval()
 
 
@@ -167,22 +181,17 @@ def save(model: MKT, folder: Path, trained: Iterable[str] | None = None) -> None
         config.weights = "full"
     tensors = {n: state[n].detach().to("cpu").contiguous() for n in names}
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    if (
+        folder.exists()
+        and not is_checkpoint(folder)
+        and (not folder.is_dir() or any(folder.iterdir()))
+    ):
+        # Saving replaces the folder: never a folder of something else (photos, a run, ...).
+        raise CheckpointError(
+            f"{folder}: exists and is not an mkt-tag checkpoint; choose another folder"
+        )
+    with atomic_directory(folder) as staging:
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "mkt_tag": "1"})
         (staging / CONFIG_FILE).write_text(
             json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8"
         )
-        for file in staging.iterdir():
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
-        old = folder.with_name(f".{folder.name}.old")
-        if folder.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            folder.rename(old)
-        staging.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

@@ -119,6 +119,39 @@ def build_clip(arch: dict[str, Any]) -> nn.Module:
     return clip
 
 
+def visual_tokens(visual: Any, images: torch.Tensor) -> torch.Tensor:
+    """Patch embedding, class token, positions and ``ln_pre``: the ViT's input (B x 1+P x W)."""
+    x = visual.conv1(images.to(visual.conv1.weight.dtype))
+    x = x.flatten(2).transpose(1, 2)  # B x P x width
+    cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+    x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+    return visual.ln_pre(visual.patch_dropout(x))
+
+
+def visual_blocks(
+    visual: Any, x: torch.Tensor, start: int = 0, stop: int | None = None
+) -> torch.Tensor:
+    """Transformer blocks ``start:stop`` of the ViT (batch-first in and out).
+
+    Split runs let training share the frozen lower blocks between student and teacher.
+    """
+    transformer = visual.transformer
+    batch_first = getattr(transformer, "batch_first", True)
+    if not batch_first:
+        x = x.transpose(0, 1)
+    for block in transformer.resblocks[start:stop]:
+        x = block(x)
+    return x if batch_first else x.transpose(0, 1)
+
+
+def visual_head(visual: Any, x: torch.Tensor) -> ImageFeatures:
+    """``ln_post`` on every token, then CLIP's ``proj``: global (class token) and patches."""
+    # The head runs in fp32 even for a bf16 tower: bf16 scores (3 significant digits)
+    # would tie and reorder labels, and this part costs almost nothing.
+    x = visual.ln_post(x).float() @ visual.proj.float()
+    return ImageFeatures(global_=x[:, 0], patches=x[:, 1:])
+
+
 class MKT(nn.Module):
     """MKT over an open_clip CLIP model. ``forward(images, labels)`` gives fused scores."""
 
@@ -129,6 +162,8 @@ class MKT(nn.Module):
         self.config = config
         self.tokenizer = tokenizer
         self.prompt = PromptContext.from_template(clip, tokenizer, config.template)
+        # Identifies the weights this model was loaded from, for cache keys ("" = unknown).
+        self.fingerprint = ""
 
     @property
     def visual(self) -> Any:
@@ -145,18 +180,9 @@ class MKT(nn.Module):
 
     def encode_images(self, images: torch.Tensor) -> ImageFeatures:
         """Run the ViT to ``ln_post`` keeping all tokens; project them with CLIP's ``proj``."""
-        visual = self.visual
-        x = visual.conv1(images.to(visual.conv1.weight.dtype))
-        x = x.flatten(2).transpose(1, 2)  # B x P x width
-        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
-        x = visual.patch_dropout(x)
-        x = visual.ln_pre(x)
-        x = visual.transformer(x)
-        # The head runs in fp32 even for a bf16 tower: bf16 scores (3 significant digits)
-        # would tie and reorder labels, and this part costs almost nothing.
-        x = visual.ln_post(x).float() @ visual.proj.float()
-        return ImageFeatures(global_=x[:, 0], patches=x[:, 1:])
+        return visual_head(
+            self.visual, visual_blocks(self.visual, visual_tokens(self.visual, images))
+        )
 
     def tokenize(self, labels: Sequence[str], source: str = "labels") -> list[list[int]]:
         """BPE tokens of each label; labels too long for the text context are an error.

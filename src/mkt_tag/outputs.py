@@ -14,7 +14,10 @@ import io
 import json
 import os
 import secrets
+import shutil
 import stat
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +85,37 @@ def _fsync_directory(directory: Path) -> None:
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
+
+
+@contextlib.contextmanager
+def atomic_directory(folder: Path) -> Iterator[Path]:
+    """Fill a staging folder; on success it replaces ``folder`` in one rename.
+
+    A crash leaves the old folder (or, in the instant between the two renames, a
+    ``.NAME.old`` copy beside it) and never a half-written one. Used for checkpoints.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; a checkpoint is not
+    try:
+        yield staging
+        for file in staging.iterdir():
+            if file.is_file():
+                with open(file, "rb") as handle:
+                    os.fsync(handle.fileno())
+        old = folder.with_name(f".{folder.name}.old")
+        if folder.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            folder.rename(old)
+        staging.rename(folder)
+        _fsync_directory(folder.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def write_error(path: Path, error: OSError) -> OutputError:

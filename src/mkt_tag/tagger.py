@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -19,13 +20,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mkt_tag import checkpoints
+from mkt_tag import checkpoints, hub
+from mkt_tag.caches import FeatureCache, LabelCache, digest, open_caches
 from mkt_tag.config import DEFAULT_BACKBONE, PreprocessConfig
+from mkt_tag.embeddings import LabelSet, embed
 from mkt_tag.errors import ImageLoadError, MktTagError
 from mkt_tag.images import load_image, resize_center_crop
-from mkt_tag.model import MKT
+from mkt_tag.model import MKT, ImageFeatures
 from mkt_tag.outputs import Tag, TagResult
-from mkt_tag.vocab import normalise
+from mkt_tag.vocab import Entry, normalise
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -71,14 +74,6 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 
 @dataclass
-class LabelSet:
-    """Labels and their embeddings (C x D, float32 on the model's device)."""
-
-    labels: list[str]
-    embeddings: torch.Tensor
-
-
-@dataclass
 class Selection:
     """Which labels become tags: the ``top_k`` best that pass their threshold."""
 
@@ -108,7 +103,7 @@ def select(scores: np.ndarray, labels: Sequence[str], selection: Selection) -> l
     return tags
 
 
-class _ImageFiles(torch.utils.data.Dataset):
+class ImageFiles(torch.utils.data.Dataset):
     """Decodes and preprocesses one file; failures come back as a reason, never raised."""
 
     def __init__(self, paths: Sequence[Path], preprocess: PreprocessConfig) -> None:
@@ -152,13 +147,28 @@ def default_workers(n_images: int, batch_size: int) -> int:
 class Tagger:
     """An MKT model on a device, ready to score images against any labels."""
 
-    def __init__(self, model: MKT, device: str = "auto", precision: str = "auto") -> None:
+    def __init__(
+        self,
+        model: MKT,
+        device: str = "auto",
+        precision: str = "auto",
+        label_cache: LabelCache | None = None,
+        feature_cache: FeatureCache | None = None,
+    ) -> None:
         self.device = pick_device(device)
         self.dtype = pick_dtype(precision, self.device)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         pre = model.config.preprocess
         self._mean = torch.tensor(pre.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(pre.std, device=self.device).view(1, 3, 1, 1)
+        # Caches only work for models whose weights are known by a fingerprint.
+        known = bool(model.fingerprint)
+        self.label_cache = label_cache if known else None
+        self.feature_cache = feature_cache if known else None
+        where = [str(self.dtype), self.device.type]
+        prompt = [t.detach().float().cpu().numpy().tobytes() for t in model.prompt.parameters()]
+        self.text_key = digest(model.fingerprint, "text", model.config.template, *prompt, *where)
+        self.image_key = digest(model.fingerprint, "image", dataclasses.asdict(pre), *where)
 
     @classmethod
     def load(
@@ -168,31 +178,57 @@ class Tagger:
         precision: str = "auto",
         cache_dir: str | Path | None = None,
         download: bool = True,
+        feature_cache: bool = False,
     ) -> Tagger:
-        """Load a checkpoint directory or backbone id (``ViT-B-16:openai``, ``hf-hub:...``)."""
-        root = Path(cache_dir) if cache_dir else None
-        return cls(checkpoints.load(model, root, download), device, precision)
+        """Load a checkpoint directory or backbone id (``ViT-B-16:openai``, ``hf-hub:...``).
+
+        Label embeddings are cached in the cache folder; image features too with
+        ``feature_cache`` (about 200 KB per image for ViT-B/16).
+        """
+        root = hub.cache_dir(cache_dir)
+        labels, features = open_caches(root, feature_cache)
+        return cls(checkpoints.load(model, root, download), device, precision, labels, features)
 
     @property
     def preprocess(self) -> PreprocessConfig:
         return self.model.config.preprocess
 
-    @torch.inference_mode()
-    def embed_labels(self, labels: Sequence[str], source: str = "labels") -> LabelSet:
-        """Encode labels once; reuse the result for any number of images."""
-        embeddings = self.model.encode_labels(list(labels), source=source).float()
-        return LabelSet(list(labels), embeddings)
+    def embed_labels(self, labels: Sequence[str | Entry], source: str = "labels") -> LabelSet:
+        """Encode labels (or vocabulary entries) once; reuse the result for many images."""
+        return embed(self.model, labels, self.label_cache, self.text_key, source)
 
     def _as_labelset(self, labels: Sequence[str] | LabelSet) -> LabelSet:
         return labels if isinstance(labels, LabelSet) else self.embed_labels(labels)
 
     @torch.inference_mode()
-    def score_arrays(self, arrays: Sequence[np.ndarray], labels: LabelSet) -> np.ndarray:
-        """Fused MKT scores (N x C) for preprocessed uint8 images."""
+    def score_arrays(
+        self, arrays: Sequence[np.ndarray], labels: LabelSet, paths: Sequence[Path] | None = None
+    ) -> np.ndarray:
+        """Per-label scores (N x L) for preprocessed uint8 images.
+
+        With the feature cache on, features are stored (float16) and scored as stored, so a
+        cached re-run gives exactly the same tags; without it they are scored unrounded.
+        """
         batch = torch.from_numpy(np.stack(arrays)).to(self.device).permute(0, 3, 1, 2)
         batch = ((batch.float() / 255.0 - self._mean) / self._std).to(self.dtype)
         features = self.model.encode_images(batch)
-        return self.model.score(features, labels.embeddings).fused.float().cpu().numpy()
+        if self.feature_cache is None:
+            return self.score_features(features, labels)
+        tokens = torch.cat([features.global_[:, None], features.patches], dim=1)
+        rows = tokens.to(torch.float16).cpu().numpy()
+        if paths is not None:
+            self.feature_cache.put(self.image_key, zip(paths, rows, strict=True))
+        return self._score_cached(list(rows), labels)
+
+    @torch.inference_mode()
+    def score_features(self, features: ImageFeatures, labels: LabelSet) -> np.ndarray:
+        """Per-label scores (N x L) from projected image features."""
+        candidates = self.model.score(features, labels.embeddings).fused.float().cpu().numpy()
+        return labels.label_scores(candidates)
+
+    def _score_cached(self, tokens: Sequence[np.ndarray], labels: LabelSet) -> np.ndarray:
+        stacked = torch.from_numpy(np.stack(tokens)).to(self.device).float()
+        return self.score_features(ImageFeatures(stacked[:, 0], stacked[:, 1:]), labels)
 
     def scores(
         self,
@@ -242,9 +278,20 @@ class Tagger:
         """
         if not paths:
             return
+        cached = self.feature_cache.get(self.image_key, paths) if self.feature_cache else {}
+        hits = sorted(cached)
+        for start in range(0, len(hits), batch_size):
+            chunk = hits[start : start + batch_size]
+            scores = self._score_cached([cached[i] for i in chunk], labels)
+            chosen = select(scores, labels.labels, selection)
+            for index, image_tags in zip(chunk, chosen, strict=True):
+                yield TagResult(paths[index], image_tags)
+        paths = [path for index, path in enumerate(paths) if index not in cached]
+        if not paths:
+            return
         workers = default_workers(len(paths), batch_size) if workers is None else workers
         loader = torch.utils.data.DataLoader(
-            _ImageFiles(paths, self.preprocess),
+            ImageFiles(paths, self.preprocess),
             batch_size=batch_size,
             num_workers=workers,
             collate_fn=_collate,
@@ -254,7 +301,9 @@ class Tagger:
             good = [(i, array) for i, array, _ in items if array is not None]
             tags: Iterator[list[Tag]] = iter([])
             if good:
-                scores = self.score_arrays([array for _, array in good], labels)
+                scores = self.score_arrays(
+                    [array for _, array in good], labels, [paths[i] for i, _ in good]
+                )
                 tags = iter(select(scores, labels.labels, selection))
             for index, array, reason in items:
                 if array is None:

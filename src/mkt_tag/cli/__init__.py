@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import sys
 
-from mkt_tag.cli import models, tag  # noqa: F401 - importing registers the commands
+from mkt_tag.cli import (  # noqa: F401 - importing registers the commands
+    cache,
+    eval,
+    models,
+    reference,
+    tag,
+    train,
+    vocab,
+)
 from mkt_tag.cli._app import app, err
 from mkt_tag.errors import EXIT_INTERRUPTED
 

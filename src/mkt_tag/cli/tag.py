@@ -72,7 +72,9 @@ def tag(
     paths: list[Path] = typer.Argument(
         ..., metavar="PATH", help="Image files and/or folders to tag."
     ),
-    labels: Path = typer.Option(..., "--labels", "-l", help="Label file: one label per line."),
+    labels: Path = typer.Option(
+        ..., "--labels", "-l", help="Vocabulary: .txt (one label per line), .tsv or .csv."
+    ),
     model: str = typer.Option(
         DEFAULT_BACKBONE,
         "--model",
@@ -121,6 +123,12 @@ def tag(
         "--precision",
         help="auto: bf16 where the hardware has it (recent x86 CPUs, GPUs), else fp32.",
     ),
+    feature_cache: bool = typer.Option(
+        False,
+        "--feature-cache/--no-feature-cache",
+        help="Keep image features (~200 KB per image for ViT-B/16) so re-tagging with an "
+        "edited vocabulary skips the image model.",
+    ),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help=CACHE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no per-file lines."),
 ) -> None:
@@ -144,10 +152,11 @@ def tag(
         vocabulary = vocab.read_labels(labels)
         for warning in vocabulary.warnings:
             warn(warning)
-        per_label = vocab.read_thresholds(thresholds) if thresholds else None
-        if per_label:
+        from_file = vocab.read_thresholds(thresholds) if thresholds else {}
+        per_label = {**vocabulary.thresholds, **from_file} or None
+        if from_file:
             known = {vocab.normalise(lab) for lab in vocabulary.labels}
-            unknown = sorted(set(per_label) - known)
+            unknown = sorted(set(from_file) - known)
             if unknown:
                 warn(
                     f"{thresholds}: {len(unknown)} label(s) not in {labels} ignored, "
@@ -162,9 +171,16 @@ def tag(
             else nullcontext()
         ):
             tagger = Tagger.load(
-                model, device=device.value, precision=precision.value, cache_dir=cache_dir
+                model,
+                device=device.value,
+                precision=precision.value,
+                cache_dir=cache_dir,
+                feature_cache=feature_cache,
             )
-            labelset = tagger.embed_labels(vocabulary.labels, source=str(labels))
+            labelset = tagger.embed_labels(vocabulary.entries, source=str(labels))
+        for cache in (tagger.label_cache, tagger.feature_cache):
+            for line in cache.warnings if cache else []:
+                warn(line)
         job = tagjob.TagJob(
             inputs=paths,
             selection=selection,

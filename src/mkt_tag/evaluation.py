@@ -1,0 +1,524 @@
+"""Evaluating a model on a labelled image set: scores, the paper's metrics, calibration.
+
+The flow, one step per function (the ``mkt-tag eval`` command calls them in this order):
+
+- ``score_images``: run a ``Tagger`` over a ``data.LabelledImages`` set, batched, decoding in
+  worker processes; images that cannot be decoded are left out and returned -> ``ScoreSet``;
+- ``save_scores`` / ``load_scores``: keep a ``ScoreSet`` in an ``.npz`` file (no pickle), so
+  every metric can be recomputed without the model;
+- ``evaluate``: the ZSL (unseen labels), GZSL (all labels) and seen rows: mAP and micro
+  P/R/F1 at top-K (``metrics.py``) -> ``EvalReport``; ``write_metrics`` and
+  ``write_per_label`` save it (``plots.write_report_png`` draws it);
+- ``check_calibration``: per-label thresholds chosen on one part of the images
+  (``calibration.py``), measured on the other part against one global threshold and top-K;
+  ``write_thresholds`` writes the ``label<TAB>threshold`` file ``mkt-tag tag --thresholds``
+  reads.
+
+No torch at import: recomputing metrics from a scores file never loads the model stack.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from mkt_tag import __version__
+from mkt_tag.calibration import MIN_POSITIVES, Calibration, calibrate_thresholds, pooled_threshold
+from mkt_tag.errors import ImageLoadError, InputFileError
+from mkt_tag.metrics import PRF, average_precision, mean_average_precision, threshold_prf, top_k_prf
+from mkt_tag.outputs import atomic_write_text, write_error
+from mkt_tag.vocab import normalise
+
+if TYPE_CHECKING:
+    from mkt_tag.data import LabelledImages
+    from mkt_tag.embeddings import LabelSet
+    from mkt_tag.tagger import Tagger
+
+DEFAULT_KS = (3, 5)
+SCORES_FORMAT = 1  # version of the .npz layout written by save_scores
+SPLIT_SEED = 0  # the calibration / held-out split is the same on every run
+# Written for a label that no threshold serves (never predicted): read_thresholds takes only
+# finite numbers, and this one is above every float32 score, so `mkt-tag tag` never picks it.
+NEVER = 1e308
+
+
+@dataclass
+class ScoreSet:
+    """A model's scores on a labelled image set, with everything needed to evaluate them."""
+
+    scores: NDArray[np.float32]  # N x C per-label scores, higher = more likely
+    targets: NDArray[np.int8]  # N x C: +1 positive, -1 negative, 0 unknown (ignored)
+    labels: list[str]  # C label names, in vocabulary order
+    paths: list[str]  # N image paths, as the data file named them
+    unseen: NDArray[np.bool_]  # C: True for labels the model was not trained on
+    model: str = ""  # what made the scores (model id or checkpoint folder), for the record
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, rows: NDArray[np.intp]) -> ScoreSet:
+        """The same labels on some of the images."""
+        return ScoreSet(
+            self.scores[rows],
+            self.targets[rows],
+            list(self.labels),
+            [self.paths[i] for i in rows],
+            self.unseen.copy(),
+            self.model,
+        )
+
+
+# --- scoring ----------------------------------------------------------------------------
+
+
+def _as_list(items: list[Any]) -> list[Any]:
+    """Batches stay lists: failed images (None) cannot be stacked. Module level: picklable."""
+    return items
+
+
+def score_images(
+    tagger: Tagger,
+    data: LabelledImages,
+    labels: LabelSet,
+    unseen: NDArray[np.bool_] | None = None,
+    batch_size: int = 16,
+    workers: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    model: str = "",
+) -> tuple[ScoreSet, list[ImageLoadError]]:
+    """Score every image of ``data`` against ``labels`` (embedded from the same vocabulary).
+
+    Images are decoded in ``workers`` processes (default: as ``mkt-tag tag`` does) while the
+    model scores the previous batch. ``on_progress(n)`` is called after each batch with the
+    number of images it held.
+
+    Returns:
+        The scores of the images that could be read, and one ``ImageLoadError`` per image
+        that could not (left out of the scores).
+
+    Raises:
+        InputFileError: no image could be read.
+    """
+    from torch.utils.data import DataLoader
+
+    from mkt_tag.tagger import ImageFiles, default_workers
+
+    if [normalise(lab) for lab in labels.labels] != [normalise(lab) for lab in data.labels]:
+        raise ValueError("the label set and the data must come from the same vocabulary")
+    n_labels = len(data.labels)
+    n_workers = default_workers(len(data), batch_size) if workers is None else workers
+    loader = DataLoader(
+        ImageFiles(data.paths, tagger.preprocess),
+        batch_size=batch_size,
+        num_workers=n_workers,
+        collate_fn=_as_list,
+        prefetch_factor=4 if n_workers else None,
+    )
+    scores = np.zeros((len(data), n_labels), dtype=np.float32)
+    read = np.zeros(len(data), dtype=bool)
+    failures: list[ImageLoadError] = []
+    for items in loader:
+        good = [(index, array) for index, array, _ in items if array is not None]
+        if good:
+            rows = [index for index, _ in good]
+            arrays = [array for _, array in good]
+            scores[rows] = tagger.score_arrays(arrays, labels, [data.paths[i] for i in rows])
+            read[rows] = True
+        failures += [
+            ImageLoadError(data.paths[index], reason or "cannot read")
+            for index, array, reason in items
+            if array is None
+        ]
+        if on_progress is not None:
+            on_progress(len(items))
+    if not read.any():
+        example = f", e.g. {failures[0]}" if failures else ""
+        raise InputFileError(data.source, f"no image could be read ({len(failures)}{example})")
+    kept = np.flatnonzero(read)
+    if kept.size < len(data):  # copy only when something failed: the matrix can be large
+        scores = scores[kept]
+    return (
+        ScoreSet(
+            scores=scores,
+            targets=data.targets[kept],
+            labels=list(data.labels),
+            paths=[str(data.paths[i]) for i in kept],
+            unseen=np.zeros(n_labels, dtype=bool) if unseen is None else np.asarray(unseen),
+            model=model,
+        ),
+        failures,
+    )
+
+
+# --- the scores file ----------------------------------------------------------------------
+
+
+def save_scores(path: str | Path, scores: ScoreSet) -> None:
+    """Write ``scores`` as an ``.npz`` that ``np.load(..., allow_pickle=False)`` reads.
+
+    Arrays: ``scores`` (float32 N x C), ``targets`` (int8 N x C), ``labels`` and ``paths``
+    (unicode), ``unseen`` (bool C), ``model`` (unicode scalar), ``format`` (int). Written
+    to a temporary file that replaces ``path`` at the end, so a crash leaves no half file.
+
+    Raises:
+        OutputError: the file cannot be written.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    arrays: dict[str, Any] = {
+        "format": np.array(SCORES_FORMAT),
+        "scores": np.asarray(scores.scores, dtype=np.float32),
+        "targets": np.asarray(scores.targets, dtype=np.int8),
+        "labels": np.array(scores.labels, dtype=np.str_),
+        "paths": np.array(scores.paths, dtype=np.str_),
+        "unseen": np.asarray(scores.unseen, dtype=bool),
+        "model": np.array(scores.model, dtype=np.str_),
+    }
+    try:
+        with open(temporary, "wb") as file:  # streamed: no second copy of the matrix in memory
+            np.savez(file, **arrays)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise write_error(path, error) from None
+
+
+def load_scores(path: str | Path) -> ScoreSet:
+    """Read a file written by ``save_scores``, checking every array (nothing is unpickled).
+
+    Raises:
+        InputFileError: the file is missing, not such a file, or inconsistent.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "file not found" if not path.exists() else "not a file")
+    if not zipfile.is_zipfile(path):
+        raise InputFileError(path, "not an .npz scores file (write one with --save-scores)")
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            missing = [
+                key
+                for key in ("scores", "targets", "labels", "paths", "unseen")
+                if key not in stored.files
+            ]
+            if missing:
+                raise InputFileError(
+                    path, f"no {', '.join(missing)} array (not written by --save-scores)"
+                )
+            arrays = {key: stored[key] for key in stored.files}
+    except InputFileError:
+        raise
+    except Exception as error:  # a damaged or foreign file: zip, zlib, format or pickle errors
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise InputFileError(
+            path, f"cannot read ({type(error).__name__}{': ' + reason if reason else ''})"
+        ) from None
+    return _checked_scores(path, arrays)
+
+
+def _checked_scores(path: Path, arrays: dict[str, NDArray[Any]]) -> ScoreSet:
+    def bad(reason: str) -> InputFileError:
+        return InputFileError(path, reason)
+
+    scores, targets = arrays["scores"], arrays["targets"]
+    labels, paths, unseen = arrays["labels"], arrays["paths"], arrays["unseen"]
+    if scores.ndim != 2 or scores.dtype.kind != "f":
+        raise bad(f"scores must be an N x C float matrix, got {scores.dtype} {scores.shape}")
+    n_images, n_labels = scores.shape
+    if targets.shape != scores.shape or targets.dtype.kind not in "iu":
+        raise bad(f"targets must be integers of shape {scores.shape}, got {targets.shape}")
+    if targets.size and not np.isin(targets, (-1, 0, 1)).all():
+        raise bad("targets must be +1, -1 or 0")
+    if labels.shape != (n_labels,) or labels.dtype.kind != "U":
+        raise bad(f"labels must be {n_labels} strings, one per score column")
+    if paths.shape != (n_images,) or (n_images and paths.dtype.kind != "U"):
+        raise bad(f"paths must be {n_images} strings, one per score row")
+    if unseen.shape != (n_labels,) or unseen.dtype != bool:
+        raise bad(f"unseen must be {n_labels} booleans")
+    if n_images == 0:
+        raise bad("no images")
+    if np.isnan(scores).any():
+        raise bad("scores contain NaN")
+    model = arrays.get("model")
+    return ScoreSet(
+        scores=scores.astype(np.float32, copy=False),
+        targets=targets.astype(np.int8, copy=False),
+        labels=[str(label) for label in labels],
+        paths=[str(p) for p in paths],
+        unseen=unseen,
+        model=str(model) if model is not None and model.dtype.kind == "U" else "",
+    )
+
+
+# --- the report ---------------------------------------------------------------------------
+
+
+def _number(value: float) -> float | None:
+    """JSON has no NaN or infinity: undefined metrics (and "no threshold") are null."""
+    return float(value) if math.isfinite(value) else None
+
+
+def _prf_json(prf: PRF) -> dict[str, Any]:
+    return {
+        "precision": _number(prf.precision),
+        "recall": _number(prf.recall),
+        "f1": _number(prf.f1),
+        "true_positives": prf.true_positives,
+        "predicted": prf.predicted,
+        "positives": prf.positives,
+    }
+
+
+@dataclass
+class Row:
+    """The metrics of one group of labels (ZSL, GZSL or seen)."""
+
+    name: str  # "ZSL" (unseen labels), "GZSL" (all labels) or "seen"
+    labels: int  # labels in the group
+    labels_with_positives: int  # labels with at least one +1 entry (the default mAP's)
+    map: float  # mean AP over labels with positives; NaN when none has one
+    map_reference: float | None  # the reference code's mAP (empty labels count 0); None: not asked
+    at_k: dict[int, PRF]  # micro precision / recall / F1 of each image's top K labels
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "labels": self.labels,
+            "labels_with_positives": self.labels_with_positives,
+            "map": _number(self.map),
+        }
+        if self.map_reference is not None:
+            document["map_reference"] = _number(self.map_reference)
+        document["at_k"] = {str(k): _prf_json(prf) for k, prf in self.at_k.items()}
+        return document
+
+
+@dataclass
+class EvalReport:
+    """Every metric of one evaluation; ``to_json`` is the content of ``metrics.json``."""
+
+    images: int
+    labels: list[str]
+    unseen: NDArray[np.bool_]  # per label
+    ap: NDArray[np.float64]  # per label; NaN without positives
+    positives: NDArray[np.int64]  # per label: +1 entries
+    ks: list[int]
+    rows: list[Row]  # ZSL, GZSL, seen; a group without labels has no row
+    model: str = ""  # what made the scores
+    source: str = ""  # the data (or scores) file, for the record
+    failed_images: int = 0  # images of the data that could not be read (not in ``images``)
+    extra: dict[str, Any] = field(default_factory=dict)  # more sections, after the rows
+
+    def row(self, name: str) -> Row | None:
+        return next((row for row in self.rows if row.name == name), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mkt_tag": __version__,
+            "model": self.model,
+            "source": self.source,
+            "images": self.images,
+            "failed_images": self.failed_images,
+            "labels": len(self.labels),
+            "unseen_labels": int(self.unseen.sum()),
+            "ks": list(self.ks),
+            "rows": {row.name: row.to_json() for row in self.rows},
+            **self.extra,
+        }
+
+
+def evaluate(
+    scores: ScoreSet, ks: Sequence[int] = DEFAULT_KS, reference: bool = False
+) -> EvalReport:
+    """The ZSL (unseen labels), GZSL (all labels) and seen rows of ``scores``.
+
+    Each row has mAP (the mean over labels with a positive; with ``reference`` also the
+    reference code's mean over all labels) and micro P/R/F1 at each K, restricted to the
+    row's labels (top-K is taken among them). A group without labels gets no row.
+    """
+    wanted = list(dict.fromkeys(int(k) for k in ks))
+    per_label = average_precision(scores.scores, scores.targets)
+    unseen = np.asarray(scores.unseen, dtype=bool)
+    rows = []
+    for name, mask in (("ZSL", unseen), ("GZSL", np.ones_like(unseen)), ("seen", ~unseen)):
+        columns = np.flatnonzero(mask)
+        if columns.size == 0:
+            continue
+        ap = per_label.ap[columns]
+        rows.append(
+            Row(
+                name=name,
+                labels=int(columns.size),
+                labels_with_positives=int((per_label.n_positives[columns] > 0).sum()),
+                map=mean_average_precision(ap),
+                map_reference=mean_average_precision(ap, reference=True) if reference else None,
+                at_k=top_k_prf(scores.scores, scores.targets, wanted, labels=columns),
+            )
+        )
+    return EvalReport(
+        images=len(scores),
+        labels=list(scores.labels),
+        unseen=unseen,
+        ap=per_label.ap,
+        positives=per_label.n_positives,
+        ks=wanted,
+        rows=rows,
+        model=scores.model,
+    )
+
+
+def write_metrics(path: str | Path, report: EvalReport) -> None:
+    """``metrics.json``: the report's rows, with undefined values as null."""
+    text = json.dumps(report.to_json(), indent=2, ensure_ascii=False, allow_nan=False)
+    atomic_write_text(Path(path), text + "\n")
+
+
+def write_per_label(path: str | Path, report: EvalReport) -> None:
+    """One CSV row per label, in vocabulary order: label, ap (empty: no positive),
+    positives, kind (seen / unseen)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["label", "ap", "positives", "kind"])
+    for label, ap, positives, unseen in zip(
+        report.labels, report.ap, report.positives, report.unseen, strict=True
+    ):
+        writer.writerow(
+            [label, "" if math.isnan(ap) else repr(float(ap)), int(positives), _kind(unseen)]
+        )
+    atomic_write_text(Path(path), buffer.getvalue())
+
+
+def _kind(unseen: bool | np.bool_) -> str:
+    return "unseen" if unseen else "seen"
+
+
+# --- calibration --------------------------------------------------------------------------
+
+
+@dataclass
+class HeldOutCheck:
+    """Micro P/R/F1 on held-out images of three ways to pick tags, all chosen on the others.
+
+    Thresholds count labelled (+1/-1) entries only; top-K counts every prediction, as the
+    paper's F1@K does (``metrics.threshold_prf`` and ``metrics.top_k_prf``).
+    """
+
+    calibration_images: int  # images the thresholds were chosen on
+    held_out_images: int  # images they are measured on
+    per_label: PRF  # one calibrated threshold per label
+    global_threshold: float  # the best single threshold for all labels (+inf: none works)
+    global_: PRF  # that threshold for every label
+    top_k: dict[int, PRF]  # each image's K best labels, no threshold
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "split_seed": SPLIT_SEED,
+            "calibration_images": self.calibration_images,
+            "held_out_images": self.held_out_images,
+            "per_label_thresholds": _prf_json(self.per_label),
+            "global_threshold": _number(self.global_threshold),
+            "at_global_threshold": _prf_json(self.global_),
+            "top_k": {str(k): _prf_json(prf) for k, prf in self.top_k.items()},
+        }
+
+
+def split_images(n_images: int, held_out: float, seed: int = SPLIT_SEED) -> tuple[Any, Any]:
+    """A seeded random (calibration rows, held-out rows) split; ``held_out`` is a share.
+
+    Raises:
+        ValueError: a part would be empty.
+    """
+    if not 0 < held_out < 1:
+        raise ValueError(f"the held-out share must lie between 0 and 1, got {held_out}")
+    order = np.random.default_rng(seed).permutation(n_images)
+    n_held = round(n_images * held_out)
+    if n_held < 1 or n_held >= n_images:
+        raise ValueError(f"{n_images} images are too few to hold out {held_out:.0%}")
+    return np.sort(order[n_held:]), np.sort(order[:n_held])
+
+
+def check_calibration(
+    scores: ScoreSet,
+    held_out: float = 0.5,
+    target_precision: float | None = None,
+    min_positives: int = MIN_POSITIVES,
+    ks: Sequence[int] = DEFAULT_KS,
+    seed: int = SPLIT_SEED,
+) -> HeldOutCheck:
+    """What per-label calibration changes on images it did not see.
+
+    The images are split (seeded); per-label thresholds and the best global threshold are
+    chosen on one part by the same rule (``calibration.py``: F1, or ``target_precision``),
+    and all three selections (per-label, global, top-K) are measured on the other part.
+
+    Raises:
+        ValueError: too few images for the split.
+    """
+    calibration_rows, held_rows = split_images(len(scores), held_out, seed)
+    fit, test = scores.subset(calibration_rows), scores.subset(held_rows)
+    chosen = calibrate_thresholds(
+        fit.scores, fit.targets, target_precision=target_precision, min_positives=min_positives
+    )
+    best_global = pooled_threshold(fit.scores, fit.targets, target_precision=target_precision)
+    return HeldOutCheck(
+        calibration_images=len(fit),
+        held_out_images=len(test),
+        per_label=threshold_prf(test.scores, test.targets, chosen.thresholds).micro(),
+        global_threshold=best_global,
+        global_=threshold_prf(test.scores, test.targets, best_global).micro(),
+        top_k=top_k_prf(test.scores, test.targets, list(dict.fromkeys(ks))),
+    )
+
+
+@dataclass
+class ThresholdsWritten:
+    """What ``write_thresholds`` wrote, for the summary line."""
+
+    calibrated: int  # labels with their own threshold
+    fallback: int  # labels with too few positives: the pooled threshold
+    never: int  # labels no threshold serves: written as NEVER (never predicted)
+    pooled_threshold: float  # the fallback threshold (NaN: no label needed it)
+
+
+def write_thresholds(
+    path: str | Path, labels: Sequence[str], calibration: Calibration, comment: str = ""
+) -> ThresholdsWritten:
+    """The ``label<TAB>threshold`` file ``mkt-tag tag --thresholds`` reads.
+
+    Thresholds are written with ``repr`` (round-trip exact: an entry scored exactly at its
+    threshold stays a prediction). A label that is never to be predicted (+inf: a target
+    precision out of reach, or no positive anywhere) is written as ``NEVER`` (1e308), a
+    finite number above every score, since ``read_thresholds`` takes only finite numbers;
+    leaving the label out would instead let ``tag`` predict it freely. ``comment`` lines go
+    first, as ``#`` lines.
+    """
+    thresholds = calibration.thresholds
+    never = ~np.isfinite(thresholds)
+    lines = [f"# {line}" if line else "#" for line in comment.splitlines()]
+    lines += [
+        f"# {NEVER!r} = never predicted ({int(never.sum())} labels here)",
+        "# label<TAB>threshold: mkt-tag tag --thresholds THIS_FILE",
+    ]
+    for label, threshold in zip(labels, thresholds, strict=True):
+        value = NEVER if not math.isfinite(threshold) else float(threshold)
+        lines.append(f"{label}\t{value!r}")
+    atomic_write_text(Path(path), "\n".join(lines) + "\n")
+    status = calibration.status
+    return ThresholdsWritten(
+        calibrated=int(((status == "calibrated") & ~never).sum()),
+        fallback=int(((status == "fallback") & ~never).sum()),
+        never=int(never.sum()),
+        pooled_threshold=calibration.pooled_threshold,
+    )
