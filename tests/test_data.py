@@ -225,7 +225,7 @@ def test_all_images_missing_says_why(tmp_path):
     ],
 )
 def test_empty_dataset(tmp_path, name, text):
-    with pytest.raises(InputFileError, match="no usable labelled images .the file has no rows"):
+    with pytest.raises(InputFileError, match=r"no usable labelled images \(the file has no rows"):
         data.load(write(tmp_path / name, text), LABELS)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -36,7 +37,11 @@ def setup(device: torch.device) -> Distributed:
     if world <= 1:
         return Distributed()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        # The main process alone computes validation and stage 2's feature cache while the
+        # others wait at a barrier: allow for that (the default timeout is 30 minutes).
+        dist.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=3)
+        )
     return Distributed(
         dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
     )

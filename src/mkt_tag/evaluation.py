@@ -1,4 +1,4 @@
-"""Evaluating a model on a labelled image set: scores, the paper's metrics, calibration.
+"""Evaluating a model on a labelled image set: scores, the paper's metrics, reports.
 
 The flow, one step per function (the ``mkt-tag eval`` command calls them in this order):
 
@@ -9,10 +9,8 @@ The flow, one step per function (the ``mkt-tag eval`` command calls them in this
 - ``evaluate``: the ZSL (unseen labels), GZSL (all labels) and seen rows: mAP and micro
   P/R/F1 at top-K (``metrics.py``) -> ``EvalReport``; ``write_metrics`` and
   ``write_per_label`` save it (``plots.write_report_png`` draws it);
-- ``check_calibration``: per-label thresholds chosen on one part of the images
-  (``calibration.py``), measured on the other part against one global threshold and top-K;
-  ``write_thresholds`` writes the ``label<TAB>threshold`` file ``mkt-tag tag --thresholds``
-  reads.
+- per-label thresholds for ``mkt-tag tag``, their held-out check and their file are in
+  ``thresholds.py``.
 
 No torch at import: recomputing metrics from a scores file never loads the model stack.
 """
@@ -34,9 +32,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mkt_tag import __version__
-from mkt_tag.calibration import MIN_POSITIVES, Calibration, calibrate_thresholds, pooled_threshold
 from mkt_tag.errors import ImageLoadError, InputFileError
-from mkt_tag.metrics import PRF, average_precision, mean_average_precision, threshold_prf, top_k_prf
+from mkt_tag.metrics import PRF, average_precision, mean_average_precision, top_k_prf
 from mkt_tag.outputs import atomic_write_text, write_error
 from mkt_tag.vocab import normalise
 
@@ -47,10 +44,6 @@ if TYPE_CHECKING:
 
 DEFAULT_KS = (3, 5)
 SCORES_FORMAT = 1  # version of the .npz layout written by save_scores
-SPLIT_SEED = 0  # the calibration / held-out split is the same on every run
-# Written for a label that no threshold serves (never predicted): read_thresholds takes only
-# finite numbers, and this one is above every float32 score, so `mkt-tag tag` never picks it.
-NEVER = 1e308
 
 
 @dataclass
@@ -169,7 +162,8 @@ def save_scores(path: str | Path, scores: ScoreSet) -> None:
 
     Arrays: ``scores`` (float32 N x C), ``targets`` (int8 N x C), ``labels`` and ``paths``
     (unicode), ``unseen`` (bool C), ``model`` (unicode scalar), ``format`` (int). Written
-    to a temporary file that replaces ``path`` at the end, so a crash leaves no half file.
+    to a temporary file that replaces ``path`` at the end, so a crash leaves no half file;
+    missing folders are made.
 
     Raises:
         OutputError: the file cannot be written.
@@ -186,6 +180,7 @@ def save_scores(path: str | Path, scores: ScoreSet) -> None:
         "model": np.array(scores.model, dtype=np.str_),
     }
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as file:  # streamed: no second copy of the matrix in memory
             np.savez(file, **arrays)
             file.flush()
@@ -240,7 +235,7 @@ def _checked_scores(path: Path, arrays: dict[str, NDArray[Any]]) -> ScoreSet:
     n_images, n_labels = scores.shape
     if targets.shape != scores.shape or targets.dtype.kind not in "iu":
         raise bad(f"targets must be integers of shape {scores.shape}, got {targets.shape}")
-    if targets.size and not np.isin(targets, (-1, 0, 1)).all():
+    if targets.size and (targets.min() < -1 or targets.max() > 1):  # no temporaries
         raise bad("targets must be +1, -1 or 0")
     if labels.shape != (n_labels,) or labels.dtype.kind != "U":
         raise bad(f"labels must be {n_labels} strings, one per score column")
@@ -266,16 +261,16 @@ def _checked_scores(path: Path, arrays: dict[str, NDArray[Any]]) -> ScoreSet:
 # --- the report ---------------------------------------------------------------------------
 
 
-def _number(value: float) -> float | None:
+def json_number(value: float) -> float | None:
     """JSON has no NaN or infinity: undefined metrics (and "no threshold") are null."""
     return float(value) if math.isfinite(value) else None
 
 
-def _prf_json(prf: PRF) -> dict[str, Any]:
+def prf_json(prf: PRF) -> dict[str, Any]:
     return {
-        "precision": _number(prf.precision),
-        "recall": _number(prf.recall),
-        "f1": _number(prf.f1),
+        "precision": json_number(prf.precision),
+        "recall": json_number(prf.recall),
+        "f1": json_number(prf.f1),
         "true_positives": prf.true_positives,
         "predicted": prf.predicted,
         "positives": prf.positives,
@@ -297,11 +292,11 @@ class Row:
         document: dict[str, Any] = {
             "labels": self.labels,
             "labels_with_positives": self.labels_with_positives,
-            "map": _number(self.map),
+            "map": json_number(self.map),
         }
         if self.map_reference is not None:
-            document["map_reference"] = _number(self.map_reference)
-        document["at_k"] = {str(k): _prf_json(prf) for k, prf in self.at_k.items()}
+            document["map_reference"] = json_number(self.map_reference)
+        document["at_k"] = {str(k): prf_json(prf) for k, prf in self.at_k.items()}
         return document
 
 
@@ -402,123 +397,3 @@ def write_per_label(path: str | Path, report: EvalReport) -> None:
 
 def _kind(unseen: bool | np.bool_) -> str:
     return "unseen" if unseen else "seen"
-
-
-# --- calibration --------------------------------------------------------------------------
-
-
-@dataclass
-class HeldOutCheck:
-    """Micro P/R/F1 on held-out images of three ways to pick tags, all chosen on the others.
-
-    Thresholds count labelled (+1/-1) entries only; top-K counts every prediction, as the
-    paper's F1@K does (``metrics.threshold_prf`` and ``metrics.top_k_prf``).
-    """
-
-    calibration_images: int  # images the thresholds were chosen on
-    held_out_images: int  # images they are measured on
-    per_label: PRF  # one calibrated threshold per label
-    global_threshold: float  # the best single threshold for all labels (+inf: none works)
-    global_: PRF  # that threshold for every label
-    top_k: dict[int, PRF]  # each image's K best labels, no threshold
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "split_seed": SPLIT_SEED,
-            "calibration_images": self.calibration_images,
-            "held_out_images": self.held_out_images,
-            "per_label_thresholds": _prf_json(self.per_label),
-            "global_threshold": _number(self.global_threshold),
-            "at_global_threshold": _prf_json(self.global_),
-            "top_k": {str(k): _prf_json(prf) for k, prf in self.top_k.items()},
-        }
-
-
-def split_images(n_images: int, held_out: float, seed: int = SPLIT_SEED) -> tuple[Any, Any]:
-    """A seeded random (calibration rows, held-out rows) split; ``held_out`` is a share.
-
-    Raises:
-        ValueError: a part would be empty.
-    """
-    if not 0 < held_out < 1:
-        raise ValueError(f"the held-out share must lie between 0 and 1, got {held_out}")
-    order = np.random.default_rng(seed).permutation(n_images)
-    n_held = round(n_images * held_out)
-    if n_held < 1 or n_held >= n_images:
-        raise ValueError(f"{n_images} images are too few to hold out {held_out:.0%}")
-    return np.sort(order[n_held:]), np.sort(order[:n_held])
-
-
-def check_calibration(
-    scores: ScoreSet,
-    held_out: float = 0.5,
-    target_precision: float | None = None,
-    min_positives: int = MIN_POSITIVES,
-    ks: Sequence[int] = DEFAULT_KS,
-    seed: int = SPLIT_SEED,
-) -> HeldOutCheck:
-    """What per-label calibration changes on images it did not see.
-
-    The images are split (seeded); per-label thresholds and the best global threshold are
-    chosen on one part by the same rule (``calibration.py``: F1, or ``target_precision``),
-    and all three selections (per-label, global, top-K) are measured on the other part.
-
-    Raises:
-        ValueError: too few images for the split.
-    """
-    calibration_rows, held_rows = split_images(len(scores), held_out, seed)
-    fit, test = scores.subset(calibration_rows), scores.subset(held_rows)
-    chosen = calibrate_thresholds(
-        fit.scores, fit.targets, target_precision=target_precision, min_positives=min_positives
-    )
-    best_global = pooled_threshold(fit.scores, fit.targets, target_precision=target_precision)
-    return HeldOutCheck(
-        calibration_images=len(fit),
-        held_out_images=len(test),
-        per_label=threshold_prf(test.scores, test.targets, chosen.thresholds).micro(),
-        global_threshold=best_global,
-        global_=threshold_prf(test.scores, test.targets, best_global).micro(),
-        top_k=top_k_prf(test.scores, test.targets, list(dict.fromkeys(ks))),
-    )
-
-
-@dataclass
-class ThresholdsWritten:
-    """What ``write_thresholds`` wrote, for the summary line."""
-
-    calibrated: int  # labels with their own threshold
-    fallback: int  # labels with too few positives: the pooled threshold
-    never: int  # labels no threshold serves: written as NEVER (never predicted)
-    pooled_threshold: float  # the fallback threshold (NaN: no label needed it)
-
-
-def write_thresholds(
-    path: str | Path, labels: Sequence[str], calibration: Calibration, comment: str = ""
-) -> ThresholdsWritten:
-    """The ``label<TAB>threshold`` file ``mkt-tag tag --thresholds`` reads.
-
-    Thresholds are written with ``repr`` (round-trip exact: an entry scored exactly at its
-    threshold stays a prediction). A label that is never to be predicted (+inf: a target
-    precision out of reach, or no positive anywhere) is written as ``NEVER`` (1e308), a
-    finite number above every score, since ``read_thresholds`` takes only finite numbers;
-    leaving the label out would instead let ``tag`` predict it freely. ``comment`` lines go
-    first, as ``#`` lines.
-    """
-    thresholds = calibration.thresholds
-    never = ~np.isfinite(thresholds)
-    lines = [f"# {line}" if line else "#" for line in comment.splitlines()]
-    lines += [
-        f"# {NEVER!r} = never predicted ({int(never.sum())} labels here)",
-        "# label<TAB>threshold: mkt-tag tag --thresholds THIS_FILE",
-    ]
-    for label, threshold in zip(labels, thresholds, strict=True):
-        value = NEVER if not math.isfinite(threshold) else float(threshold)
-        lines.append(f"{label}\t{value!r}")
-    atomic_write_text(Path(path), "\n".join(lines) + "\n")
-    status = calibration.status
-    return ThresholdsWritten(
-        calibrated=int(((status == "calibrated") & ~never).sum()),
-        fallback=int(((status == "fallback") & ~never).sum()),
-        never=int(never.sum()),
-        pooled_threshold=calibration.pooled_threshold,
-    )

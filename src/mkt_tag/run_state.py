@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,11 +88,15 @@ def load(run_dir: Path) -> tuple[ResumeState, dict[str, torch.Tensor]] | None:
 
 
 def recover(run_dir: Path) -> None:
-    """Put back a folder that a kill caught between the two renames of its replacement."""
+    """Undo what a kill left of a folder swap: put back a folder caught between the two
+    renames, and delete half-written staging folders (``.best.x1y2z3``)."""
     for name in (STATE_DIR, "best", "last"):
         folder, old = run_dir / name, run_dir / f".{name}.old"
         if not folder.exists() and old.is_dir():
             old.rename(folder)
+        for staging in run_dir.glob(f".{name}.*"):
+            if staging.is_dir():
+                shutil.rmtree(staging, ignore_errors=True)
 
 
 def save(

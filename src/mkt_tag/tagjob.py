@@ -83,6 +83,7 @@ def run(
     report.skipped = len(images) - len(todo)
     if on_start:
         on_start(len(todo))
+    pending: list[TagResult] = []
     for item in tagger.tag_files(todo, labels, job.selection, job.batch_size, job.workers):
         if isinstance(item, ImageLoadError):
             report.failures.append(item)
@@ -102,9 +103,13 @@ def run(
             yield error
             continue
         report.tagged += 1
-        if results:
-            results.add([item])  # journalled at once: a killed run loses no finished image
+        pending.append(item)
+        if results and len(pending) >= job.batch_size:
+            # One journal write (and fsync) per batch: a killed run re-tags at most one batch.
+            results.add(pending)
+            pending = []
         yield item
     if results:
+        results.add(pending)
         results.finish()
     return report

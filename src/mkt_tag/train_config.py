@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import typing
 from dataclasses import dataclass
@@ -130,13 +131,13 @@ class TrainConfig:
     def with_absolute_paths(self) -> TrainConfig:
         """The same settings with file paths made absolute, so a run resumes from anywhere."""
         changes: dict[str, Any] = {
-            name: str(Path(value).expanduser().absolute())
+            name: os.path.abspath(Path(value).expanduser())
             for name in PATH_SETTINGS
             if (value := getattr(self, name))
         }
         model = Path(self.model).expanduser()
         if model.exists():
-            changes["model"] = str(model.absolute())
+            changes["model"] = os.path.abspath(model)
         return dataclasses.replace(self, **changes)
 
     def save(self, run_dir: Path) -> None:
@@ -207,10 +208,10 @@ def read_toml(path: Path) -> dict[str, Any]:
     settings = dict(data)
     for name, value in settings.items():
         if name.replace("-", "_") in PATH_SETTINGS and isinstance(value, str) and value:
-            settings[name] = str(path.parent / Path(value).expanduser())
+            settings[name] = os.path.abspath(path.parent / Path(value).expanduser())
     model = settings.get("model")
     if isinstance(model, str) and not Path(model).is_absolute() and (path.parent / model).exists():
-        settings["model"] = str(path.parent / model)
+        settings["model"] = os.path.abspath(path.parent / model)
     return settings
 
 

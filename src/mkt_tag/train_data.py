@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from mkt_tag.config import PreprocessConfig
-from mkt_tag.errors import MktTagError
+from mkt_tag.errors import ImageLoadError, MktTagError
 from mkt_tag.images import INTERPOLATIONS, load_image
 
 
@@ -107,15 +107,14 @@ def seed_everything_for(seed: int, epoch: int, index: int) -> None:
     torch.manual_seed(value % 2**63)
 
 
-Item = tuple[int, torch.Tensor, torch.Tensor, bool]  # index, uint8 image, targets, loaded
+Item = tuple[int, torch.Tensor, torch.Tensor, str]  # index, uint8 image, targets, error
 
 
 class AugmentedImages(torch.utils.data.Dataset):
     """Training images, augmented reproducibly.
 
-    A file that fails to load gives a black image with ``loaded`` False: batches keep their
-    size, so every process of a data-parallel run takes the same steps, and the losses
-    ignore the row.
+    A file that fails to load gives a black image and the reason: batches keep their size, so
+    every process of a data-parallel run takes the same steps, and the losses ignore the row.
     """
 
     def __init__(
@@ -147,23 +146,27 @@ class AugmentedImages(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> Item:
         try:
             image: Image.Image = load_image(self.paths[index], self.min_side)
-        except Exception:  # reported by the trainer, once per file
-            blank = torch.zeros((3, self.image_size, self.image_size), dtype=torch.uint8)
-            return index, blank, self.targets[index], False
-        seed_everything_for(self.seed, self.epoch, index)
-        return index, self.transform(image), self.targets[index], True
+        except ImageLoadError as error:  # reported by the trainer, once per file
+            reason = error.reason
+        except Exception as error:
+            reason = f"cannot decode ({type(error).__name__}: {error})"
+        else:
+            seed_everything_for(self.seed, self.epoch, index)
+            return index, self.transform(image), self.targets[index], ""
+        blank = torch.zeros((3, self.image_size, self.image_size), dtype=torch.uint8)
+        return index, blank, self.targets[index], reason
 
 
 def collate(items: list[Item]) -> dict[str, Any]:
     """Stack a batch; rows whose image failed get targets 0 (ignored) and ``valid`` False."""
-    valid = torch.tensor([loaded for *_, loaded in items], dtype=torch.bool)
+    valid = torch.tensor([not error for *_, error in items], dtype=torch.bool)
     targets = torch.stack([target for _, _, target, _ in items])
     return {
         "index": torch.tensor([index for index, *_ in items], dtype=torch.long),
         "images": torch.stack([image for _, image, _, _ in items]),
         "targets": targets * valid[:, None].to(targets.dtype),
         "valid": valid,
-        "failed": [index for index, _, _, loaded in items if not loaded],
+        "failed": [(index, error) for index, _, _, error in items if error],
     }
 
 

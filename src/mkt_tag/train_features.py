@@ -77,7 +77,11 @@ def encode(
         bad = [(index, reason) for index, array, reason in items if array is None]
         if bad:
             failed += [index for index, _ in bad]
-            report("bad_images", paths=[f"{paths[i]} ({reason})" for i, reason in bad])
+            report(
+                "bad_images",
+                paths=[str(paths[i]) for i, _ in bad],
+                reasons=[reason for _, reason in bad],
+            )
         arrays = [array if array is not None else blank for _, array, _ in items]
         batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(device)
         with autocast():
@@ -95,6 +99,7 @@ def cached(folder: Path, name: str, key: dict[str, Any], compute: Callable[[], F
     the key file last: a kill leaves either the old set or none.
     """
     paths = _paths(folder, name)
+    key = json.loads(json.dumps(key))  # as it reads back (tuples become lists)
     try:
         if json.loads(paths["key"].read_text(encoding="utf-8"))["key"] == key:
             return False

@@ -76,6 +76,7 @@ class Trainer:
         # What differs from the backbone before training: kept in every delta checkpoint.
         self.base_names = train_features.stored_names(config.model)
         self.teacher: Teacher | None = None
+        self.frozen_weights = ""  # fingerprint of the vision side, frozen in stage 2
         if 1 in self.stages:
             self.teacher = Teacher(self.model.visual, config.trainable_blocks).to(self.device)
         self.state = ResumeState(stage=self.stages[0])
@@ -124,7 +125,7 @@ class Trainer:
                 self._save_state(None)  # the finished stage is recorded as done
                 self.report("stage_done", stage=stage)
         except StopTraining:
-            self.report("stopped", step=self.state.step)
+            self.report("stopped", step=self.state.total_steps)
         finally:
             distributed.teardown(self.group)
         return self.state
@@ -184,6 +185,7 @@ class Trainer:
         )
         groups = [{"lr_scale": 1.0}]
         self._load_optimizer(optimizer)
+        self.frozen_weights = train_features.weights_fingerprint(model.visual)
         features = self._features(self.train_data, "train")
         targets = self.train_data.targets.copy()
         targets[features.failed] = 0  # an unreadable image teaches nothing
@@ -237,7 +239,9 @@ class Trainer:
             last_micro = (batch_index + 1) % config.grad_accum == 0
             last_micro = last_micro or batch_index == total_batches - 1
             if batch["failed"]:
-                self.report("bad_images", paths=[str(dataset.path(i)) for i in batch["failed"]])
+                failed = batch["failed"]
+                paths = [str(dataset.path(index)) for index, _ in failed]
+                self.report("bad_images", paths=paths, reasons=[r for _, r in failed])
             ddp = isinstance(net, nn.parallel.DistributedDataParallel)
             # Gradients are exchanged once per optimiser step, not per micro-batch.
             sync = net.no_sync() if ddp and not last_micro else nullcontext()  # type: ignore[operator]
@@ -364,7 +368,7 @@ class Trainer:
         key = {
             "images": train_features.paths_fingerprint(data.paths),
             "count": len(data),
-            "weights": train_features.weights_fingerprint(self.model.visual),
+            "weights": self.frozen_weights,
             "preprocess": dataclasses.asdict(self.model.config.preprocess),
         }
         if self.group.main:

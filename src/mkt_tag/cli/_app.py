@@ -7,6 +7,8 @@ The CLI parses, calls the library and prints. It imports torch only inside comma
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -44,6 +46,27 @@ class Precision(str, Enum):
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
+
+
+# Options several commands share, declared once.
+BatchSizeOption = Annotated[
+    int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")
+]
+WorkersOption = Annotated[
+    int | None,
+    typer.Option("--workers", min=0, help="Decoding processes [default: cores - 1; 0: none]."),
+]
+DeviceOption = Annotated[
+    Device, typer.Option("--device", help="Where the model runs (auto: cuda, else mps, else cpu).")
+]
+PrecisionOption = Annotated[
+    Precision,
+    typer.Option(
+        "--precision",
+        help="auto: bf16 where the hardware has it (recent x86 CPUs, GPUs), else fp32.",
+    ),
+]
+CacheDirOption = Annotated[Path | None, typer.Option("--cache-dir", help=CACHE_HELP)]
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:

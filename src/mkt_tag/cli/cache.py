@@ -8,7 +8,12 @@ import typer
 from rich.table import Table
 
 from mkt_tag import hub
-from mkt_tag.cli._app import CACHE_HELP, app, err, out
+from mkt_tag.cli._app import (
+    CacheDirOption,
+    app,
+    err,
+    out,
+)
 
 cache_app = typer.Typer(
     help="Show or clear the cache: models, label embeddings, image features.",
@@ -33,7 +38,7 @@ def _human(size: float) -> str:
 
 
 @cache_app.command("info")
-def info(cache_dir: Path | None = typer.Option(None, "--cache-dir", help=CACHE_HELP)) -> None:
+def info(cache_dir: CacheDirOption = None) -> None:
     """Show what the cache holds and how much disk each part takes.
 
     Example:
@@ -77,7 +82,7 @@ def clear(
     features: bool = typer.Option(False, "--features", help="Only the image features."),
     labels: bool = typer.Option(False, "--labels", help="Only the label embeddings."),
     models: bool = typer.Option(False, "--models", help="Also the downloaded models."),
-    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=CACHE_HELP),
+    cache_dir: CacheDirOption = None,
 ) -> None:
     """Delete cached label embeddings and image features (and models with --models).
 

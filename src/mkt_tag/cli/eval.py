@@ -15,13 +15,28 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from mkt_tag.cli._app import CACHE_HELP, MODEL_HELP, Device, Precision, app, err, fail, out, warn
+from mkt_tag.cli._app import (
+    MODEL_HELP,
+    BatchSizeOption,
+    CacheDirOption,
+    Device,
+    DeviceOption,
+    Precision,
+    PrecisionOption,
+    WorkersOption,
+    app,
+    err,
+    fail,
+    out,
+    warn,
+)
 from mkt_tag.config import DEFAULT_BACKBONE
 from mkt_tag.errors import EXIT_PARTIAL, EXIT_USAGE, LabelFileError, MktTagError
 
 if TYPE_CHECKING:
-    from mkt_tag.evaluation import EvalReport, HeldOutCheck, ScoreSet
+    from mkt_tag.evaluation import EvalReport, ScoreSet
     from mkt_tag.metrics import PRF
+    from mkt_tag.thresholds import HeldOutCheck
 
 METRICS_FILE = "metrics.json"
 PER_LABEL_FILE = "per_label.csv"
@@ -93,21 +108,11 @@ def evaluate(
         "--calibrate-fraction",
         help="Share of images held out to report what calibration changes (0: no report).",
     ),
-    batch_size: int = typer.Option(
-        16, "--batch-size", "-b", min=1, help="Images per forward pass."
-    ),
-    workers: int | None = typer.Option(
-        None, "--workers", min=0, help="Decoding processes [default: cores - 1; 0: none]."
-    ),
-    device: Device = typer.Option(
-        Device.auto, "--device", help="Where the model runs (auto: cuda, else mps, else cpu)."
-    ),
-    precision: Precision = typer.Option(
-        Precision.auto,
-        "--precision",
-        help="auto: bf16 where the hardware has it (recent x86 CPUs, GPUs), else fp32.",
-    ),
-    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=CACHE_HELP),
+    batch_size: BatchSizeOption = 16,
+    workers: WorkersOption = None,
+    device: DeviceOption = Device.auto,
+    precision: PrecisionOption = Precision.auto,
+    cache_dir: CacheDirOption = None,
 ) -> None:
     """Measure a model on labelled images: mAP and P/R/F1 at top-K, as in the MKT paper.
 
@@ -354,12 +359,12 @@ def _calibrate(
 ) -> HeldOutCheck | None:
     """Report thresholds chosen on part of the images on the rest, then write thresholds
     chosen on all of them."""
-    from mkt_tag import calibration, evaluation
+    from mkt_tag import calibration, thresholds
 
     check = None
     if fraction > 0:
         try:
-            check = evaluation.check_calibration(
+            check = thresholds.check_calibration(
                 scores, fraction, target_precision, min_positives, ks
             )
         except ValueError as error:
@@ -382,13 +387,18 @@ def _calibrate(
         f"model: {scores.model or 'unknown'}\n"
         f"labels with < {min_positives} positives: the best global threshold"
     )
-    written = evaluation.write_thresholds(path, scores.labels, chosen, comment)
-    pooled = f" {written.pooled_threshold:.4g}" if math.isfinite(written.pooled_threshold) else ""
-    out.print(
-        f"wrote {path}: {written.calibrated} labels calibrated; {written.fallback} with "
-        f"< {min_positives} positives use the global threshold{pooled}; "
-        f"{written.never} never predicted (threshold {evaluation.NEVER!r})"
-    )
+    written = thresholds.write_thresholds(path, scores.labels, chosen, comment)
+    parts = [f"{written.calibrated} calibrated"]
+    if written.unreachable:
+        parts.append(f"{written.unreachable} cannot reach precision {target_precision}")
+    if written.fallback:
+        pooled = written.pooled_threshold
+        level = f"{pooled:.4g}" if math.isfinite(pooled) else "none: no threshold serves"
+        parts.append(
+            f"{written.fallback} with < {min_positives} positives on the global threshold ({level})"
+        )
+    never = f"; {written.never} never predicted ({thresholds.NEVER!r})" if written.never else ""
+    out.print(f"wrote {path}, {len(scores.labels)} labels: {', '.join(parts)}{never}")
     out.print(f"use it: mkt-tag tag PHOTOS --labels LABELS --thresholds {path}")
     return check
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from mkt_tag import hub
-from mkt_tag.cli._app import CACHE_HELP, app, err, out
+from mkt_tag.cli._app import (
+    CacheDirOption,
+    app,
+    err,
+    out,
+)
 from mkt_tag.errors import EXIT_ERROR, EXIT_PARTIAL, MktTagError
 
 models_app = typer.Typer(
@@ -23,7 +26,7 @@ app.add_typer(models_app, name="models")
 @models_app.callback()
 def models_list(
     ctx: typer.Context,
-    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=CACHE_HELP),
+    cache_dir: CacheDirOption = None,
 ) -> None:
     """List known model names and whether each is in the cache.
 
@@ -42,7 +45,7 @@ def models_list(
 @models_app.command("download")
 def models_download(
     names: list[str] = typer.Argument(..., help="Model ids, e.g. ViT-B-16:openai."),
-    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=CACHE_HELP),
+    cache_dir: CacheDirOption = None,
 ) -> None:
     """Download models into the cache so that tagging works offline.
 

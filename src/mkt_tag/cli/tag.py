@@ -20,7 +20,20 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from mkt_tag.cli._app import CACHE_HELP, MODEL_HELP, Device, Precision, app, err, fail, warn
+from mkt_tag.cli._app import (
+    MODEL_HELP,
+    BatchSizeOption,
+    CacheDirOption,
+    Device,
+    DeviceOption,
+    Precision,
+    PrecisionOption,
+    WorkersOption,
+    app,
+    err,
+    fail,
+    warn,
+)
 from mkt_tag.config import DEFAULT_BACKBONE
 from mkt_tag.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE, MktTagError
 from mkt_tag.outputs import TagResult
@@ -109,28 +122,20 @@ def tag(
         False, "--overwrite", help="Re-tag and replace existing outputs."
     ),
     append: bool = typer.Option(False, "--append", help="Re-tag and merge into existing sidecars."),
-    batch_size: int = typer.Option(
-        16, "--batch-size", "-b", min=1, help="Images per forward pass."
-    ),
-    workers: int | None = typer.Option(
-        None, "--workers", min=0, help="Decoding processes [default: cores - 1; 0: none]."
-    ),
-    device: Device = typer.Option(
-        Device.auto, "--device", help="Where the model runs (auto: cuda, else mps, else cpu)."
-    ),
-    precision: Precision = typer.Option(
-        Precision.auto,
-        "--precision",
-        help="auto: bf16 where the hardware has it (recent x86 CPUs, GPUs), else fp32.",
-    ),
+    batch_size: BatchSizeOption = 16,
+    workers: WorkersOption = None,
+    device: DeviceOption = Device.auto,
+    precision: PrecisionOption = Precision.auto,
     feature_cache: bool = typer.Option(
         False,
         "--feature-cache/--no-feature-cache",
         help="Keep image features (~200 KB per image for ViT-B/16) so re-tagging with an "
         "edited vocabulary skips the image model.",
     ),
-    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=CACHE_HELP),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no per-file lines."),
+    cache_dir: CacheDirOption = None,
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress bar and no summary; failures are still listed."
+    ),
 ) -> None:
     """Tag images with the labels in a label file.
 

@@ -6,15 +6,20 @@ import math
 import os
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
-from mkt_tag.cli._app import MODEL_HELP, Device, app, err, fail, out, warn
-from mkt_tag.errors import EXIT_INTERRUPTED, EXIT_USAGE, MktTagError
+from mkt_tag.cli._app import Device, app, err, fail, out, warn
+from mkt_tag.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, MktTagError
+
+if TYPE_CHECKING:
+    from mkt_tag.train_config import TrainConfig
+
+COMMAND_LINE = "command line"  # where flag values come from, in messages
 
 
 class Stage(str, Enum):
@@ -67,10 +72,10 @@ class _Display:
         elif event == "features_step" and self.task is not None:
             self.progress.advance(self.task, info["images"])
         elif event == "bad_images":
-            for path in info["paths"]:  # once per file, not once per epoch
-                if path.split(" (")[0] not in self.bad_images:
-                    self.bad_images.add(path.split(" (")[0])
-                    warn(f"{path}: cannot be read, skipped")
+            for path, reason in zip(info["paths"], info["reasons"], strict=True):
+                if path not in self.bad_images:  # once per file, not once per epoch
+                    self.bad_images.add(path)
+                    warn(f"{path}: {reason}, skipped")
         elif event == "epoch_end":
             self._epoch_end(info)
         elif event == "stopped":
@@ -107,7 +112,11 @@ def train(
         None, "--out", "-o", help="Run folder (must not hold a run) [runs/mkt]."
     ),
     model: str | None = typer.Option(
-        None, "--model", "-m", help=MODEL_HELP + " Start from [ViT-B-16:openai]."
+        None,
+        "--model",
+        "-m",
+        help="Backbone id or checkpoint folder to start from (see `mkt-tag models`) "
+        "[ViT-B-16:openai].",
     ),
     val: Path | None = typer.Option(None, "--val", help="Validation data [hold out 10%]."),
     val_fraction: float | None = typer.Option(
@@ -205,13 +214,14 @@ def train(
     try:
         settings = _settings(flags, config, resume)
     except train_config.SettingsError as error:
-        raise fail(str(error), EXIT_USAGE if error.path.name == "command line" else 1) from None
+        code = EXIT_USAGE if str(error.path) == COMMAND_LINE else EXIT_ERROR
+        raise fail(str(error), code) from None
     except MktTagError as error:
         raise fail(str(error)) from None
     _run(settings)
 
 
-def _settings(flags: dict[str, Any], config: Path | None, resume: Path | None) -> Any:
+def _settings(flags: dict[str, Any], config: Path | None, resume: Path | None) -> TrainConfig:
     from mkt_tag import train_config
 
     if resume is not None:
@@ -222,11 +232,11 @@ def _settings(flags: dict[str, Any], config: Path | None, resume: Path | None) -
                 "--workers and --max-steps may be given with it",
                 EXIT_USAGE,
             )
-        return train_config.read_run(resume).updated(flags, "command line")
+        return train_config.read_run(resume).updated(flags, COMMAND_LINE)
     settings = train_config.TrainConfig()
     if config is not None:
         settings = settings.updated(train_config.read_toml(config), str(config))
-    settings = settings.updated(flags, "command line")
+    settings = settings.updated(flags, COMMAND_LINE)
     if not settings.data or not settings.labels:
         raise fail("give --data and --labels (or set them in --config)", EXIT_USAGE)
     run_dir = Path(settings.out)
@@ -240,7 +250,7 @@ def _settings(flags: dict[str, Any], config: Path | None, resume: Path | None) -
     return settings.with_absolute_paths()
 
 
-def _run(settings: Any) -> None:
+def _run(settings: TrainConfig) -> None:
     from mkt_tag import data as datasets
     from mkt_tag import vocab
     from mkt_tag.trainer import Trainer

@@ -7,7 +7,19 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from mkt_tag.cli._app import CACHE_HELP, MODEL_HELP, Device, Precision, app, err, fail, out, warn
+from mkt_tag.cli._app import (
+    MODEL_HELP,
+    CacheDirOption,
+    Device,
+    DeviceOption,
+    Precision,
+    PrecisionOption,
+    app,
+    err,
+    fail,
+    out,
+    warn,
+)
 from mkt_tag.config import DEFAULT_BACKBONE, DEFAULT_TEMPLATE
 from mkt_tag.errors import EXIT_ERROR, MktTagError
 
@@ -168,11 +180,9 @@ def diff(
 def embed(
     file: Path = typer.Argument(..., help="Vocabulary file."),
     model: str = typer.Option(DEFAULT_BACKBONE, "--model", "-m", help=MODEL_HELP),
-    device: Device = typer.Option(Device.auto, "--device", help="Where the model runs."),
-    precision: Precision = typer.Option(
-        Precision.auto, "--precision", help="Use the precision you tag with."
-    ),
-    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=CACHE_HELP),
+    device: DeviceOption = Device.auto,
+    precision: PrecisionOption = Precision.auto,
+    cache_dir: CacheDirOption = None,
 ) -> None:
     """Pre-compute the label embeddings of a vocabulary into the cache.
 
