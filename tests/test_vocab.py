@@ -91,6 +91,7 @@ def test_tsv_columns(tmp_path):
     vocab = read_labels(write(tmp_path, TABLE, "v.tsv"))
     assert vocab.labels == ["sofa", "dog", "tree"]
     sofa, dog, tree = vocab.entries
+    assert tree.threshold == -0.1 and tree.aliases == []
     assert sofa.prompts == ["sofa", "a comfy couch"] and sofa.texts == sofa.prompts
     assert sofa.aliases == ["couch", "settee"] and sofa.threshold == 0.05
     assert dog.texts == ["dog"] and dog.aliases == ["puppy"] and dog.threshold is None
@@ -104,11 +105,14 @@ def test_csv_with_quotes(tmp_path):
     assert entry.label == "red, shiny car" and entry.prompts == ["a red car", "a shiny car"]
 
 
-@pytest.mark.parametrize(("content", "reason"), [
-    ("name\nsofa\n", "needs a 'label' column"),
-    ("label\tcolour\nsofa\tred\n", "unknown column"),
-    ("label\tthreshold\nsofa\thigh\n", "threshold 'high' is not a number"),
-])
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("name\nsofa\n", "needs a 'label' column"),
+        ("label\tcolour\nsofa\tred\n", "unknown column"),
+        ("label\tthreshold\nsofa\thigh\n", "threshold 'high' is not a number"),
+    ],
+)
 def test_bad_tables(tmp_path, content, reason):
     with pytest.raises(LabelFileError, match=reason):
         read_labels(write(tmp_path, content, "v.tsv"))
@@ -119,9 +123,12 @@ def count_words(text: str) -> int:
 
 
 def test_check_finds_every_kind_of_problem(tmp_path):
-    path = write(tmp_path, "label\taliases\ncat\t\nCat \t\ncat\t\n\tkitty\n"
-                 "a b c d e\t\nodd\u200bword\t\nbrace{s}\t\nok\tone two three four five six\n",
-                 "v.tsv")
+    path = write(
+        tmp_path,
+        "label\taliases\ncat\t\nCat \t\ncat\t\n\tkitty\n"
+        "a b c d e\t\nodd\u200bword\t\nbrace{s}\t\nok\tone two three four five six\n",
+        "v.tsv",
+    )
     problems = check(path, count_words, max_tokens=4)
     text = "\n".join(problems)
     assert ":3: duplicate (case or spacing) of 'cat' on line 2" in text
@@ -170,7 +177,8 @@ def test_remove_from_text_file(tmp_path):
 
 def test_diff(tmp_path):
     old = write(tmp_path, TABLE, "old.tsv")
-    new = write(tmp_path, TABLE.replace("0.05", "0.07").replace("tree", "oak") + "Dog\t\t\t\n",
-                "new.tsv")
+    new = write(
+        tmp_path, TABLE.replace("0.05", "0.07").replace("tree", "oak") + "Dog\t\t\t\n", "new.tsv"
+    )
     changes = diff(old, new)
     assert changes.added == ["oak"] and changes.removed == ["tree"] and changes.changed == ["sofa"]
