@@ -45,12 +45,17 @@ guitar, piano, drawing, painting, graffiti, text, document, screenshot, map, fla
 """
 
 
+# Qualifiers that turn the everyday words into more labels of realistic length ("old dog").
+QUALIFIERS = ("red", "old", "small", "wet", "bright", "dark", "empty", "busy", "wooden")
+
+
 def labels(n: int) -> list[str]:
-    """The first ``n`` everyday labels (at most ~250)."""
+    """``n`` distinct everyday labels: the words, then qualified words ("old dog", ...)."""
     words = [w.strip() for w in EVERYDAY_LABELS.replace("\n", " ").split(",") if w.strip()]
-    if n > len(words):
-        raise ValueError(f"only {len(words)} labels available, {n} asked")
-    return words[:n]
+    pool = words + [f"{q} {w}" for q in QUALIFIERS for w in words]
+    if n > len(pool):
+        raise ValueError(f"only {len(pool)} labels available, {n} asked")
+    return pool[:n]
 
 
 def write_labels(path: Path, n: int) -> Path:
