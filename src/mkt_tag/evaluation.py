@@ -75,11 +75,6 @@ class ScoreSet:
 # --- scoring ----------------------------------------------------------------------------
 
 
-def _as_list(items: list[Any]) -> list[Any]:
-    """Batches stay lists: failed images (None) cannot be stacked. Module level: picklable."""
-    return items
-
-
 def score_images(
     tagger: Tagger,
     data: LabelledImages,
@@ -103,38 +98,17 @@ def score_images(
     Raises:
         InputFileError: no image could be read.
     """
-    from torch.utils.data import DataLoader
-
-    from mkt_tag.tagger import ImageFiles, default_workers
-
     if [normalise(lab) for lab in labels.labels] != [normalise(lab) for lab in data.labels]:
         raise ValueError("the label set and the data must come from the same vocabulary")
-    n_labels = len(data.labels)
-    n_workers = default_workers(len(data), batch_size) if workers is None else workers
-    loader = DataLoader(
-        ImageFiles(data.paths, tagger.preprocess),
-        batch_size=batch_size,
-        num_workers=n_workers,
-        collate_fn=_as_list,
-        prefetch_factor=4 if n_workers else None,
-    )
-    scores = np.zeros((len(data), n_labels), dtype=np.float32)
+    scores = np.zeros((len(data), len(data.labels)), dtype=np.float32)
     read = np.zeros(len(data), dtype=bool)
     failures: list[ImageLoadError] = []
-    for items in loader:
-        good = [(index, array) for index, array, _ in items if array is not None]
-        if good:
-            rows = [index for index, _ in good]
-            arrays = [array for _, array in good]
-            scores[rows] = tagger.score_arrays(arrays, labels, [data.paths[i] for i in rows])
-            read[rows] = True
-        failures += [
-            ImageLoadError(data.paths[index], reason or "cannot read")
-            for index, array, reason in items
-            if array is None
-        ]
+    for batch in tagger.score_files(data.paths, labels, batch_size, workers):
+        scores[batch.indices] = batch.scores
+        read[batch.indices] = True
+        failures += batch.failed
         if on_progress is not None:
-            on_progress(len(items))
+            on_progress(len(batch.indices) + len(batch.failed))
     if not read.any():
         example = f", e.g. {failures[0]}" if failures else ""
         raise InputFileError(data.source, f"no image could be read ({len(failures)}{example})")
@@ -147,7 +121,7 @@ def score_images(
             targets=data.targets[kept],
             labels=list(data.labels),
             paths=[str(data.paths[i]) for i in kept],
-            unseen=np.zeros(n_labels, dtype=bool) if unseen is None else np.asarray(unseen),
+            unseen=np.zeros(len(data.labels), dtype=bool) if unseen is None else np.asarray(unseen),
             model=model,
         ),
         failures,

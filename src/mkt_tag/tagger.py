@@ -158,6 +158,15 @@ def _decoder_init(worker: int) -> None:
         os.nice(10)
 
 
+@dataclass
+class ScoredBatch:
+    """One batch of ``Tagger.score_files``: which paths were scored, their scores, failures."""
+
+    indices: list[int]  # positions in the paths given
+    scores: np.ndarray  # len(indices) x labels
+    failed: list[ImageLoadError]
+
+
 class Tagger:
     """An MKT model on a device, ready to score images against any labels."""
 
@@ -278,6 +287,50 @@ class Tagger:
             for i, (im, t) in enumerate(zip(images, tags, strict=True))
         ]
 
+    def score_files(
+        self,
+        paths: Sequence[Path],
+        labels: LabelSet,
+        batch_size: int = 16,
+        workers: int | None = None,
+    ) -> Iterator[ScoredBatch]:
+        """Score files batch by batch, decoding in worker processes while the model runs.
+
+        Images in the feature cache come first and skip decoding and the image model. Every
+        path appears in exactly one batch, scored or failed; a bad file never stops the run.
+        """
+        cached = self.feature_cache.get(self.image_key, paths) if self.feature_cache else {}
+        hits = sorted(cached)
+        for start in range(0, len(hits), batch_size):
+            chunk = hits[start : start + batch_size]
+            yield ScoredBatch(chunk, self._score_cached([cached[i] for i in chunk], labels), [])
+        todo = [index for index in range(len(paths)) if index not in cached]
+        if not todo:
+            return
+        workers = default_workers(len(todo), batch_size) if workers is None else workers
+        loader = torch.utils.data.DataLoader(
+            ImageFiles([paths[i] for i in todo], self.preprocess),
+            batch_size=batch_size,
+            num_workers=workers,
+            collate_fn=_collate,
+            prefetch_factor=4 if workers else None,
+            worker_init_fn=_decoder_init if workers else None,
+        )
+        for items in loader:
+            good = [(todo[i], array) for i, array, _ in items if array is not None]
+            failed = [
+                ImageLoadError(paths[todo[i]], reason or "cannot read")
+                for i, array, reason in items
+                if array is None
+            ]
+            rows = [index for index, _ in good]
+            scores = (
+                self.score_arrays([a for _, a in good], labels, [paths[i] for i in rows])
+                if good
+                else np.zeros((0, len(labels.labels)), np.float32)
+            )
+            yield ScoredBatch(rows, scores, failed)
+
     def tag_files(
         self,
         paths: Sequence[Path],
@@ -286,42 +339,9 @@ class Tagger:
         batch_size: int = 16,
         workers: int | None = None,
     ) -> Iterator[TagResult | ImageLoadError]:
-        """Tag files in order, decoding in worker processes while the model runs.
-
-        Yields one TagResult or ImageLoadError per path; a bad file never stops the run.
-        """
-        if not paths:
-            return
-        cached = self.feature_cache.get(self.image_key, paths) if self.feature_cache else {}
-        hits = sorted(cached)
-        for start in range(0, len(hits), batch_size):
-            chunk = hits[start : start + batch_size]
-            scores = self._score_cached([cached[i] for i in chunk], labels)
-            chosen = select(scores, labels.labels, selection)
-            for index, image_tags in zip(chunk, chosen, strict=True):
+        """Tag files (see ``score_files``): one TagResult or ImageLoadError per path."""
+        for batch in self.score_files(paths, labels, batch_size, workers):
+            yield from batch.failed
+            chosen = select(batch.scores, labels.labels, selection)
+            for index, image_tags in zip(batch.indices, chosen, strict=True):
                 yield TagResult(paths[index], image_tags)
-        paths = [path for index, path in enumerate(paths) if index not in cached]
-        if not paths:
-            return
-        workers = default_workers(len(paths), batch_size) if workers is None else workers
-        loader = torch.utils.data.DataLoader(
-            ImageFiles(paths, self.preprocess),
-            batch_size=batch_size,
-            num_workers=workers,
-            collate_fn=_collate,
-            prefetch_factor=4 if workers else None,
-            worker_init_fn=_decoder_init if workers else None,
-        )
-        for items in loader:
-            good = [(i, array) for i, array, _ in items if array is not None]
-            tags: Iterator[list[Tag]] = iter([])
-            if good:
-                scores = self.score_arrays(
-                    [array for _, array in good], labels, [paths[i] for i, _ in good]
-                )
-                tags = iter(select(scores, labels.labels, selection))
-            for index, array, reason in items:
-                if array is None:
-                    yield ImageLoadError(paths[index], reason or "cannot read")
-                else:
-                    yield TagResult(paths[index], next(tags))
