@@ -8,11 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 from rich.text import Text
 
 from mkt_tag.cli._app import (
@@ -30,12 +26,12 @@ from mkt_tag.cli._app import (
     out,
     warn,
 )
+from mkt_tag.cli._eval_tables import print_check, print_table
 from mkt_tag.config import DEFAULT_BACKBONE
 from mkt_tag.errors import EXIT_PARTIAL, EXIT_USAGE, LabelFileError, MktTagError
 
 if TYPE_CHECKING:
     from mkt_tag.evaluation import EvalReport, ScoreSet
-    from mkt_tag.metrics import PRF
     from mkt_tag.thresholds import HeldOutCheck
 
 METRICS_FILE = "metrics.json"
@@ -162,7 +158,7 @@ def evaluate(
         report = evaluation.evaluate(scores, ks, reference=reference_map)
         report.source = str(scores_file if scores_file is not None else data)
         report.failed_images = failures
-        _print_table(report)
+        print_table(report)
         check = None
         if calibrate is not None:
             check = _calibrate(
@@ -312,43 +308,6 @@ def _run_model(
     return scores, len(failures)
 
 
-def _percent(value: float | None) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.2f}"
-
-
-def _print_table(report: EvalReport) -> None:
-    unseen = int(report.unseen.sum())
-    table = Table(
-        title=f"{report.images} images, {len(report.labels)} labels ({unseen} unseen); in %",
-        title_justify="left",
-        box=box.SIMPLE_HEAVY,
-    )
-    table.add_column("row")
-    table.add_column("labels", justify="right")
-    table.add_column("mAP", justify="right")
-    reference = any(row.map_reference is not None for row in report.rows)
-    if reference:
-        table.add_column("mAP (ref)", justify="right")
-    for k in report.ks:
-        for name in ("P", "R", "F1"):
-            table.add_column(f"{name}@{k}", justify="right")
-    for row in report.rows:
-        cells = [row.name, str(row.labels), _percent(row.map)]
-        if reference:
-            cells.append(_percent(row.map_reference))
-        for k in report.ks:
-            prf = row.at_k[k]
-            cells += [_percent(prf.precision), _percent(prf.recall), _percent(prf.f1)]
-        table.add_row(*cells)
-    _print_whole(table)
-    empty = [row for row in report.rows if row.labels_with_positives < row.labels]
-    for row in empty:
-        missing = row.labels - row.labels_with_positives
-        err.print(
-            Text(f"note: {row.name}: {missing} label(s) without a positive image", style="dim")
-        )
-
-
 def _calibrate(
     scores: ScoreSet,
     path: Path,
@@ -370,7 +329,7 @@ def _calibrate(
         except ValueError as error:
             warn(f"no held-out report: {error}")
     if check is not None:
-        _print_check(check)
+        print_check(check)
     chosen = calibration.calibrate_thresholds(
         scores.scores,
         scores.targets,
@@ -401,53 +360,6 @@ def _calibrate(
     out.print(f"wrote {path}, {len(scores.labels)} labels: {', '.join(parts)}{never}")
     out.print(f"use it: mkt-tag tag PHOTOS --labels LABELS --thresholds {path}")
     return check
-
-
-def _print_check(check: HeldOutCheck) -> None:
-    table = Table(
-        title=f"calibration: chosen on {check.calibration_images} images, measured on "
-        f"{check.held_out_images} others; micro, in %",
-        title_justify="left",
-        box=box.SIMPLE_HEAVY,
-    )
-    for name in ("tags chosen by", "P", "R", "F1", "tags"):
-        table.add_column(name, justify="left" if name == "tags chosen by" else "right")
-
-    def add(name: str, prf: PRF) -> None:
-        table.add_row(
-            name,
-            _percent(prf.precision),
-            _percent(prf.recall),
-            _percent(prf.f1),
-            str(prf.predicted),
-        )
-
-    add("per-label thresholds", check.per_label)
-    level = (
-        f"{check.global_threshold:.4g}" if math.isfinite(check.global_threshold) else "none works"
-    )
-    add(f"one global threshold ({level})", check.global_)
-    for k, prf in check.top_k.items():
-        add(f"top-{k}", prf)
-    _print_whole(table)
-
-
-def _print_whole(table: Table) -> None:
-    """A table at its full width, even in a narrow terminal or a pipe (shrunk to fit, Rich
-    would cut the numbers: "100.…")."""
-    needed = Measurement.get(out, out.options.update_width(10_000), table).maximum
-    if needed <= out.width:
-        out.print(table)
-        return
-    wide = Console(
-        file=out.file,
-        width=needed,
-        highlight=False,
-        soft_wrap=True,
-        color_system=out.color_system,  # type: ignore[arg-type]
-        no_color=out.no_color,
-    )
-    wide.print(table)
 
 
 def _write_outputs(folder: Path, report: EvalReport, scores: ScoreSet) -> None:
