@@ -222,6 +222,27 @@ def test_saved_scores_give_the_same_metrics_without_a_model(evaluated, tmp_path)
     assert "no-such-model" in one_error_line(again)
 
 
+def test_streams_override_scores_one_stream(evaluated, tmp_path):
+    from mkt_tag.tagger import Tagger
+
+    common = (
+        "--data", evaluated.root / "data.csv", "--labels", evaluated.root / "labels.txt",
+        "--model", TINY_CONFIG, "--workers", "0", "--cache-dir", evaluated.cache,
+    )  # fmt: skip
+    result = invoke(*common, "--streams", "global", "--save-scores", tmp_path / "g.npz")
+    assert result.exit_code == 0, result.output
+    saved = stored(tmp_path / "g.npz")["scores"]
+    tagger = Tagger.load(str(TINY_CONFIG), cache_dir=evaluated.cache)
+    tagger.model.config.streams = "global"
+    paths = [evaluated.root / "img" / f"{i}.jpg" for i in (1, 4)]
+    assert np.allclose(saved[[1, 4]], tagger.scores(paths, LABELS), atol=1e-5)
+    assert not np.allclose(saved, stored(evaluated.scores)["scores"], atol=1e-3)
+    bad = invoke(*common, "--streams", "neither")
+    assert bad.exit_code == EXIT_USAGE and "Traceback" not in bad.output
+    ignored = invoke("--scores", evaluated.scores, "--streams", "local", "-o", tmp_path / "s")
+    assert ignored.exit_code == 0 and "--streams is not used" in ignored.stderr
+
+
 def test_without_unseen_there_is_no_zsl_row(evaluated, tmp_path):
     result = invoke(
         "--data", evaluated.root / "data.csv", "--labels", evaluated.root / "labels.txt",

@@ -24,6 +24,15 @@ def test_fusion_matches_hand_computation():
     assert torch.allclose(fuse(global_scores, local), torch.tensor([[0.8, 0.4]]))
 
 
+def test_one_stream_alone_is_its_normalised_scores():
+    global_scores = torch.tensor([[3.0, 4.0]])
+    local = torch.tensor([[1.0, 0.0]])
+    assert torch.allclose(fuse(global_scores, local, "global"), torch.tensor([[0.6, 0.8]]))
+    assert torch.allclose(fuse(global_scores, local, "local"), torch.tensor([[1.0, 0.0]]))
+    with pytest.raises(ValueError, match="streams"):
+        fuse(global_scores, local, "neither")
+
+
 def test_local_stream_is_mean_of_top_k_patch_scores():
     patches = torch.tensor([[[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [0.0, 5.0]]])  # 1 x 4 x 2
     labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # label 0 reads dim 0, label 1 dim 1

@@ -312,7 +312,10 @@ def test_two_gloo_processes_match_one_process(dataset, tmp_path):
 
 def test_stage_2_from_a_stage_1_checkpoint(dataset, tmp_path):
     first = tmp_path / "first"
-    result = train(*base_args(dataset, first), "--stage", 1, "--epochs", 1, "--warmup-epochs", 0)
+    result = train(
+        *base_args(dataset, first), "--stage", 1, "--epochs", 1, "--warmup-epochs", 0,
+        "--streams", "global",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert [r["stage"] for r in metric_rows(first)] == ["1"]
     assert not (first / "features").exists()  # stage 1 caches nothing
@@ -324,6 +327,8 @@ def test_stage_2_from_a_stage_1_checkpoint(dataset, tmp_path):
     assert result.exit_code == 0, result.output
     assert [(r["stage"], r["epoch"]) for r in metric_rows(second)] == [("2", "1"), ("2", "2")]
     assert json.loads((second / "state" / "state.json").read_text())["done"] == [2]
+    for run in (first, second):  # the ablation is recorded and kept by the next stage
+        assert json.loads((run / "best" / "mkt_config.json").read_text())["streams"] == "global"
     prompt = tensors(second / "last")
     assert not torch.equal(prompt["prompt.prefix"], stage1["prompt.prefix"])
     for name, value in stage1.items():  # the vision side stays as stage 1 left it
@@ -405,6 +410,7 @@ def test_config_file_and_flags(dataset, tmp_path):
         ("augment = 1\n", ["augment must be true or false"]),
         ("lr = 'fast'\n", ["lr must be a number"]),
         ("workers = 'x'\n", ["workers must be a whole number"]),
+        ("streams = 'both+'\n", ["streams must be one of both, global, local, not 'both+'"]),
         ("epochs = 0\nlr = -1\n", ["epochs must be at least 1", "lr must be positive"]),
         ("stage = 3\n", ["stage must be 1, 2 or all"]),
         ("template = 'no label'\n", ["template must contain '{label}'"]),
@@ -459,6 +465,7 @@ def test_missing_data_or_labels_is_a_usage_error(dataset, tmp_path):
         (["--stage", "3"], "'3' is not one of"),
         (["--epochs", "many"], "Invalid value for '--epochs'"),
         (["--device", "tpu"], "'tpu' is not one of"),
+        (["--streams", "neither"], "'neither' is not one of"),
     ],
 )
 def test_bad_flags_are_usage_errors(dataset, tmp_path, args, message):

@@ -544,7 +544,10 @@ def write_world(
     with the same sizes and spec is reused (``world.json`` records them).
     """
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
-    record = json.loads(json.dumps({"sizes": sizes, "spec": asdict(spec)}))
+    drawing = {"size": SIZE, "object_sizes": OBJECT_SIZES, "noise": NOISE, "gradient": GRADIENT}
+    captions = {"colour_p": COLOUR_P, "partial_p": PARTIAL_P}
+    record = {"sizes": sizes, "spec": asdict(spec), "drawing": drawing, "captions": captions}
+    record = json.loads(json.dumps(record))
     marker = folder / "world.json"
     files = {name: folder / f"{name}.csv" for name in ("train", "val", "test")}
     files.update({name: folder / f"{name}.txt" for name in ("seen", "unseen", "all")})

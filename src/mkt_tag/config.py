@@ -16,6 +16,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_BACKBONE = "ViT-B-16:openai"
 DEFAULT_TEMPLATE = "There is a {label} in the scene"
 CONFIG_VERSION = 1
+# Which scores are fused: MKT's two streams, or one alone (ablations).
+STREAMS = ("both", "global", "local")
 
 
 @dataclass
@@ -37,6 +39,7 @@ class ModelConfig:
     arch: dict[str, Any] | None = None  # open_clip model config of the backbone (filled on load)
     template: str = DEFAULT_TEMPLATE  # label prompt; "{label}" is replaced by the label text
     top_k: int = 16  # patches averaged per label by the local stream
+    streams: str = "both"  # scores fused: "both" (MKT), "global" or "local" alone (ablations)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     prompt_context: bool = False  # the checkpoint carries learned prompt context vectors
     weights: str = "none"  # checkpoint weights: "none" (backbone only), "delta" or "full"

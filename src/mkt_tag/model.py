@@ -5,6 +5,9 @@
   ``top_k`` best patch scores: ``s_l``;
 - fusion: each score vector L2-normalised across labels, then averaged.
 
+``ModelConfig.streams`` can keep one stream only (``"global"`` or ``"local"``, L2-normalised as
+inside the fusion), for ablations; MKT is ``"both"``.
+
 Neither image nor label features are normalised and there is no logit scale (as in the paper),
 so scores rank labels within an image; they are not calibrated probabilities.
 """
@@ -20,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mkt_tag.config import ModelConfig
+from mkt_tag.config import STREAMS, ModelConfig
 from mkt_tag.errors import LabelFileError, ModelError
 from mkt_tag.prompts import PromptContext, Tokenizer, text_tower
 
@@ -57,17 +60,28 @@ def local_scores(patches: torch.Tensor, labels: torch.Tensor, top_k: int) -> tor
     return torch.cat(blocks, dim=1)
 
 
-def fuse(global_scores: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
-    """MKT's fusion: L2-normalise each stream's scores across labels, then average."""
+def fuse(global_scores: torch.Tensor, local: torch.Tensor, streams: str = "both") -> torch.Tensor:
+    """MKT's fusion: L2-normalise each stream's scores across labels, then average.
+
+    ``streams`` ``"global"`` or ``"local"`` keeps that stream's normalised scores alone.
+    """
+    if streams == "global":
+        return F.normalize(global_scores, dim=-1)
+    if streams == "local":
+        return F.normalize(local, dim=-1)
+    if streams != "both":
+        raise ValueError(f"streams must be one of {', '.join(STREAMS)}, not {streams!r}")
     return (F.normalize(global_scores, dim=-1) + F.normalize(local, dim=-1)) / 2
 
 
-def mkt_scores(features: ImageFeatures, labels: torch.Tensor, top_k: int) -> Scores:
+def mkt_scores(
+    features: ImageFeatures, labels: torch.Tensor, top_k: int, streams: str = "both"
+) -> Scores:
     """All three score matrices for a batch of image features and label embeddings (C x D)."""
     labels = labels.to(features.global_.dtype)
     global_scores = features.global_ @ labels.T
     local = local_scores(features.patches, labels, top_k)
-    return Scores(global_scores, local, fuse(global_scores, local))
+    return Scores(global_scores, local, fuse(global_scores, local, streams))
 
 
 def check_vision_tower(visual: Any) -> None:
@@ -211,7 +225,7 @@ class MKT(nn.Module):
         return self.prompt.encode(self.clip, self.tokenize(labels, source), batch_size)
 
     def score(self, features: ImageFeatures, labels: torch.Tensor) -> Scores:
-        return mkt_scores(features, labels, self.config.top_k)
+        return mkt_scores(features, labels, self.config.top_k, self.config.streams)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.score(self.encode_images(images), labels).fused

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mkt_tag.errors import MktTagError
-from mkt_tag.model import MKT, ImageFeatures, mkt_scores, visual_blocks, visual_head, visual_tokens
+from mkt_tag.model import MKT, ImageFeatures, visual_blocks, visual_head, visual_tokens
 from mkt_tag.train_config import TrainConfig
 
 
@@ -109,7 +109,7 @@ class Stage1Net(nn.Module):
             shared = visual_blocks(visual, visual_tokens(visual, images), 0, self.split)
             teacher = self.teacher(shared)
         student = visual_head(visual, visual_blocks(visual, shared, self.split))
-        scores = mkt_scores(student, labels, self.model.config.top_k).fused
+        scores = self.model.score(student, labels).fused
         return scores, student.global_, teacher.global_
 
 
@@ -123,4 +123,4 @@ class Stage2Net(nn.Module):
 
     def forward(self, global_: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         labels = self.model.prompt.encode(self.model.clip, self.label_tokens)
-        return mkt_scores(ImageFeatures(global_, patches), labels, self.model.config.top_k).fused
+        return self.model.score(ImageFeatures(global_, patches), labels).fused

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mkt_tag.config import DEFAULT_BACKBONE, DEFAULT_TEMPLATE
+from mkt_tag.config import DEFAULT_BACKBONE, DEFAULT_TEMPLATE, STREAMS
 from mkt_tag.errors import InputFileError
 
 CONFIG_FILE = "train_config.json"
@@ -48,6 +48,7 @@ class TrainConfig:
     seed: int = 42  # seeds data order, augmentation and the validation split
     template: str = DEFAULT_TEMPLATE  # label prompt
     top_k: int = 16  # patches per label in the local stream
+    streams: str | None = None  # scores fused: "both" (MKT), "global", "local"; None: the model's
     epochs: int = 20  # stage 1 epochs
     warmup_epochs: int = 2  # stage 1 linear warm-up, then half-cosine to min_lr
     batch_size: int = 64  # stage 1 images per step, all processes together (see torchrun)
@@ -94,6 +95,8 @@ class TrainConfig:
         problems = []
         if self.stage not in STAGES:
             problems.append(f"stage must be 1, 2 or all, not {self.stage!r}")
+        if self.streams is not None and self.streams not in STREAMS:
+            problems.append(f"streams must be one of {', '.join(STREAMS)}, not {self.streams!r}")
         if self.device not in DEVICES:
             problems.append(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         for name in (

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from mkt_tag import checkpoints, metrics
-from mkt_tag.model import MKT, ImageFeatures, mkt_scores
+from mkt_tag.model import MKT, ImageFeatures
 from mkt_tag.outputs import atomic_write_text
 from mkt_tag.tagger import ImageFiles
 from mkt_tag.train_data import normalise
@@ -143,13 +143,12 @@ def validation_map(
 ) -> float:
     """mAP over the labels with a validation positive; unreadable images left out."""
     device = model.visual.proj.device
-    scores = mkt_scores(
+    scores = model.score(
         ImageFeatures(
             torch.from_numpy(np.asarray(features.global_, np.float32)).to(device),
             torch.from_numpy(np.asarray(features.patches, np.float32)).to(device),
         ),
         model.encode_labels(labels).float(),
-        model.config.top_k,
     ).fused
     targets = targets.copy()
     targets[features.failed] = 0

@@ -94,6 +94,8 @@ class Trainer:
     def _load_model(self) -> MKT:
         model = checkpoints.load(self.config.model)
         model.config.top_k = self.config.top_k
+        if self.config.streams is not None:
+            model.config.streams = self.config.streams
         if model.config.template != self.config.template and not model.config.prompt_context:
             model.config.template = self.config.template
             model.prompt = PromptContext.from_template(

@@ -41,6 +41,12 @@ class Device(str, Enum):
     mps = "mps"
 
 
+class Streams(str, Enum):
+    both = "both"
+    global_ = "global"
+    local = "local"
+
+
 class Precision(str, Enum):
     auto = "auto"
     fp32 = "fp32"

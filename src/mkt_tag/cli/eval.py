@@ -19,6 +19,7 @@ from mkt_tag.cli._app import (
     DeviceOption,
     Precision,
     PrecisionOption,
+    Streams,
     WorkersOption,
     app,
     err,
@@ -104,6 +105,11 @@ def evaluate(
         "--calibrate-fraction",
         help="Share of images held out to report what calibration changes (0: no report).",
     ),
+    streams: Streams | None = typer.Option(
+        None,
+        "--streams",
+        help="Scores evaluated: both (MKT) or one stream alone (ablations) [the model's].",
+    ),
     batch_size: BatchSizeOption = 16,
     workers: WorkersOption = None,
     device: DeviceOption = Device.auto,
@@ -136,6 +142,8 @@ def evaluate(
         if scores_file is not None:
             if model is not None:
                 warn(f"--model {model} is not used: the scores come from {scores_file}")
+            if streams is not None:
+                warn(f"--streams is not used: the scores come from {scores_file}")
             scores = _saved_scores(scores_file, labels, unseen)
         else:
             assert data is not None and labels is not None  # _check_options
@@ -144,6 +152,7 @@ def evaluate(
                 labels,
                 unseen,
                 model or DEFAULT_BACKBONE,
+                None if streams is None else streams.value,
                 images,
                 separator,
                 batch_size,
@@ -254,6 +263,7 @@ def _run_model(
     labels: Path,
     unseen: Path | None,
     model: str,
+    streams: str | None,
     images: Path | None,
     separator: str,
     batch_size: int,
@@ -278,6 +288,8 @@ def _run_model(
         warn(f"{data}: {line}")
     with err.status("loading model", spinner="dots") if err.is_terminal else nullcontext():
         tagger = Tagger.load(model, device=device, precision=precision, cache_dir=cache_dir)
+        if streams is not None:
+            tagger.model.config.streams = streams
         labelset = tagger.embed_labels(vocabulary.entries, source=str(labels))
     for line in tagger.label_cache.warnings if tagger.label_cache else []:
         warn(line)

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from mkt_tag.cli._app import Device, app, err, fail, out, warn
+from mkt_tag.cli._app import Device, Streams, app, err, fail, out, warn
 from mkt_tag.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, MktTagError
 
 if TYPE_CHECKING:
@@ -175,6 +175,9 @@ def train(
         None, "--template", help='Label prompt ["There is a {label} in the scene"].'
     ),
     top_k: int | None = typer.Option(None, "--top-k", help="Patches per label, local stream [16]."),
+    streams: Streams | None = typer.Option(
+        None, "--streams", help="Scores trained: both (MKT) or one stream alone (ablations) [the model's: both].",
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Random seed [42]."),
     grad_accum: int | None = typer.Option(None, "--grad-accum", help="Micro-batches per step [1]."),
     amp: bool | None = typer.Option(None, "--amp/--no-amp", help="Mixed precision on GPUs [no]."),
