@@ -1,4 +1,4 @@
-.PHONY: test lint format docs bench
+.PHONY: test lint format docs bench synthetic
 
 test:
 	pytest
@@ -21,3 +21,6 @@ bench:
 	python bench/retag_speed.py
 	python bench/train_throughput.py
 	python bench/metrics_speed.py
+
+synthetic:
+	python bench/synthetic/experiment.py

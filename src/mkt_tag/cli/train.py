@@ -176,7 +176,9 @@ def train(
     ),
     top_k: int | None = typer.Option(None, "--top-k", help="Patches per label, local stream [16]."),
     streams: Streams | None = typer.Option(
-        None, "--streams", help="Scores trained: both (MKT) or one stream alone (ablations) [the model's: both].",
+        None,
+        "--streams",
+        help="Scores trained: both (MKT) or one stream alone (ablations) [the model's: both].",
     ),
     seed: int | None = typer.Option(None, "--seed", help="Random seed [42]."),
     grad_accum: int | None = typer.Option(None, "--grad-accum", help="Micro-batches per step [1]."),
