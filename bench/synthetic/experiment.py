@@ -226,25 +226,15 @@ def streams(model_id: str, data: dict[str, Path], unseen: int) -> dict[str, dict
 
     Through the library rather than the CLI: `eval` reports the fused scores only.
     """
-    import csv
-
     import numpy as np
     import torch
     import torch.nn.functional as F
-    from PIL import Image
 
     from mkt_tag import checkpoints, metrics, vocab
     from mkt_tag.train_data import normalise
 
     labels = vocab.read_labels(data["all"]).labels
-    folder = data["test"].parent
-    with data["test"].open(encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    pixels = np.stack([np.asarray(Image.open(folder / r["path"]).convert("RGB")) for r in rows])
-    targets = np.array(
-        [[1 if label in r["labels"].split("|") else -1 for label in labels] for r in rows],
-        dtype=np.int8,
-    )
+    pixels, targets = world.read_split(data["test"], labels)
     model = checkpoints.load(model_id).eval()
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2)
     with torch.no_grad():

@@ -11,28 +11,24 @@ embeddings from the text tower, no per-label weights) can be read.
 from __future__ import annotations
 
 import argparse
-import csv
+import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import world
 
 
 def features(model_id: str, table: Path, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Projected class-token features (N x D) of a split's images and its +1/-1 targets."""
     import torch
-    from PIL import Image
 
     from mkt_tag import checkpoints
     from mkt_tag.train_data import normalise
 
-    with table.open(encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    pixels = np.stack(
-        [np.asarray(Image.open(table.parent / r["path"]).convert("RGB")) for r in rows]
-    )
-    targets = np.array(
-        [[1 if label in r["labels"].split("|") else -1 for label in labels] for r in rows]
-    )
+    pixels, targets = world.read_split(table, labels)
     model = checkpoints.load(model_id).eval()
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2)
     with torch.no_grad():

@@ -524,6 +524,20 @@ def write_split(folder: Path, name: str, count: int, spec: Spec, vocabulary: Seq
     return table
 
 
+def read_split(table: Path, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """A written split's images (N x SIZE x SIZE x 3 uint8) and +1/-1 targets over ``labels``."""
+    with table.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    pixels = np.stack(
+        [np.asarray(Image.open(table.parent / r["path"]).convert("RGB")) for r in rows]
+    )
+    targets = np.array(
+        [[1 if label in r["labels"].split("|") else -1 for label in labels] for r in rows],
+        dtype=np.int8,
+    )
+    return pixels, targets
+
+
 def write_labels(folder: Path, spec: Spec = DEFAULT) -> dict[str, Path]:
     """``seen.txt``, ``unseen.txt`` and ``all.txt`` (seen, then unseen), one label a line."""
     folder.mkdir(parents=True, exist_ok=True)
