@@ -273,7 +273,8 @@ def main() -> None:
             results = args.out / f"results-{name}.csv"
             run = run_mkt_tag(files, label_file, results, args, workers)
             if workers == "auto":  # what mkt-tag's default came to for this many images
-                run["workers"] = f"auto={default_workers(len(files), args.batch_size)}"
+                on_cpu = pick_device(args.device).type == "cpu"
+                run["workers"] = f"auto={default_workers(len(files), args.batch_size, on_cpu)}"
             row["mkt_tag"].append(run)
         if not args.skip_plain:
             print(f"{name}: plain loop", flush=True)

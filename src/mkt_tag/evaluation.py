@@ -3,7 +3,8 @@
 The flow, one step per function (the ``mkt-tag eval`` command calls them in this order):
 
 - ``score_images``: run a ``Tagger`` over a ``data.LabelledImages`` set, batched, decoding in
-  worker processes; images that cannot be decoded are left out and returned -> ``ScoreSet``;
+  worker processes or threads; images that cannot be decoded are left out and returned
+  -> ``ScoreSet``;
 - ``save_scores`` / ``load_scores``: keep a ``ScoreSet`` in an ``.npz`` file (no pickle), so
   every metric can be recomputed without the model;
 - ``evaluate``: the ZSL (unseen labels), GZSL (all labels) and seen rows: mAP and micro

@@ -13,7 +13,8 @@ import dataclasses
 import functools
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,11 +146,31 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def default_workers(n_images: int, batch_size: int) -> int:
-    """Decoding processes: none for a handful of images (start-up costs more), else cores - 1."""
+def default_workers(n_images: int, batch_size: int, model_on_cpu: bool = True) -> int:
+    """Decoding processes: as many as there are cores the model leaves free (at most 8).
+
+    Where torch's threads already use every core, a decoding process would only stall them
+    (each forward pass waits for its slowest thread), so images are decoded in this process
+    between forward passes instead (``0``), one thread per core. Also ``0`` for a handful of
+    images, where starting processes costs more than it saves.
+    """
     if n_images <= batch_size:
         return 0
-    return max(1, min(8, usable_cpus() - 1))
+    free = usable_cpus() - (torch.get_num_threads() if model_on_cpu else 0)
+    return max(0, min(8, free))
+
+
+def decode_in_threads(files: ImageFiles, batch_size: int) -> Iterator[list]:
+    """``files`` decoded batch by batch in this process, one thread per usable core.
+
+    PIL releases the GIL while it decodes and resizes, so the threads run in parallel; each
+    batch is decoded only when the caller asks for it, i.e. while the model is idle.
+    """
+    with ThreadPoolExecutor(usable_cpus()) as pool:
+        for start in range(0, len(files), batch_size):
+            yield list(
+                pool.map(files.__getitem__, range(start, min(len(files), start + batch_size)))
+            )
 
 
 def _decoder_init(worker: int) -> None:
@@ -294,7 +315,7 @@ class Tagger:
         batch_size: int = 16,
         workers: int | None = None,
     ) -> Iterator[ScoredBatch]:
-        """Score files batch by batch, decoding in worker processes while the model runs.
+        """Score files batch by batch; decoding as ``default_workers`` says or ``workers`` asks.
 
         Images in the feature cache come first and skip decoding and the image model. Every
         path appears in exactly one batch, scored or failed; a bad file never stops the run.
@@ -307,14 +328,20 @@ class Tagger:
         todo = [index for index in range(len(paths)) if index not in cached]
         if not todo:
             return
-        workers = default_workers(len(todo), batch_size) if workers is None else workers
-        loader = torch.utils.data.DataLoader(
-            ImageFiles([paths[i] for i in todo], self.preprocess),
-            batch_size=batch_size,
-            num_workers=workers,
-            collate_fn=_collate,
-            prefetch_factor=4 if workers else None,
-            worker_init_fn=_decoder_init if workers else None,
+        on_cpu = self.device.type == "cpu"
+        workers = default_workers(len(todo), batch_size, on_cpu) if workers is None else workers
+        files = ImageFiles([paths[i] for i in todo], self.preprocess)
+        loader: Iterable[list] = (
+            torch.utils.data.DataLoader(
+                files,
+                batch_size=batch_size,
+                num_workers=workers,
+                collate_fn=_collate,
+                prefetch_factor=4,
+                worker_init_fn=_decoder_init,
+            )
+            if workers
+            else decode_in_threads(files, batch_size)
         )
         for items in loader:
             good = [(todo[i], array) for i, array, _ in items if array is not None]

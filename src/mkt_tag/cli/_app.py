@@ -60,7 +60,12 @@ BatchSizeOption = Annotated[
 ]
 WorkersOption = Annotated[
     int | None,
-    typer.Option("--workers", min=0, help="Decoding processes [default: cores - 1; 0: none]."),
+    typer.Option(
+        "--workers",
+        min=0,
+        help="Decoding processes [default: the cores the model leaves free, at most 8; 0: "
+        "decode in threads between forward passes, the default where torch uses every core].",
+    ),
 ]
 DeviceOption = Annotated[
     Device, typer.Option("--device", help="Where the model runs (auto: cuda, else mps, else cpu).")
