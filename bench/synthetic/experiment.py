@@ -21,7 +21,7 @@ labels), GZSL mAP (all labels), seen mAP, F1@3, as mean and sample standard devi
 seeds, printed and written to ``results.json`` and ``results.md``, with each stream's mAP for
 the first seed. Finished runs are reused on a rerun (``--fresh`` starts over).
 
-    python bench/synthetic/experiment.py            # about 30 minutes on 2 cores
+    python bench/synthetic/experiment.py            # 26 minutes on 2 cores
     python bench/synthetic/experiment.py --quick    # a smoke test of the whole chain
 """
 
