@@ -159,10 +159,10 @@ class Runner:
             *TRAIN_SETTINGS,
             *extra,
         ]
-        self.commands.append(shlex.join(args))
-        if not (run_dir / "best").is_dir():
+        done = (run_dir / "best").is_dir()
+        if not done:
             shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts over
-            self.seconds[name] = round(run(args, self.out / "logs" / f"{name}.log", self.env), 1)
+        self._once(name, args, done)
         return run_dir
 
     def evaluate(self, name: str, model: str, extra: list[str]) -> dict[str, float]:
@@ -183,11 +183,14 @@ class Runner:
             *EVAL_SETTINGS,
             *extra,
         ]
-        self.commands.append(shlex.join(args))
-        if not (eval_dir / "metrics.json").is_file():
-            log = self.out / "logs" / f"{name}-eval.log"
-            self.seconds[f"{name}-eval"] = round(run(args, log, self.env), 1)
+        self._once(f"{name}-eval", args, done=(eval_dir / "metrics.json").is_file())
         return read_metrics(eval_dir)
+
+    def _once(self, name: str, args: list[str], done: bool) -> None:
+        """Record the command; run it (output in ``logs/NAME.log``) unless ``done``."""
+        self.commands.append(shlex.join(args))
+        if not done:
+            self.seconds[name] = round(run(args, self.out / "logs" / f"{name}.log", self.env), 1)
 
     def condition(self, condition: Condition, seed: int | None) -> dict[str, Any]:
         """Train (unless zero-shot) and evaluate one condition with one seed."""
@@ -320,11 +323,7 @@ def backbone_for(out: Path, config: pretrain.PretrainConfig, test_images: int) -
         return dict(saved)
     print(f"pretraining the backbone ({config.steps} steps) ...", flush=True)
     pretrain.pretrain(out, config, log_every=max(1, config.steps // 10))
-    saved = json.loads(record_file.read_text())
-    test = list(world.samples(world.SPLIT_SEEDS["test"], test_images))
-    saved["zero_shot"] = pretrain.zero_shot(out, test)
-    record_file.write_text(json.dumps(saved, indent=2) + "\n")
-    return dict(saved)
+    return pretrain.record_zero_shot(out, test_images)
 
 
 def main() -> None:

@@ -233,11 +233,15 @@ def load(folder: Path) -> Any:
     return model.eval()
 
 
-def zero_shot(
-    folder: Path, samples: Sequence[world.Sample], spec: world.Spec = world.DEFAULT
-) -> dict[str, Any]:
-    """CLIP-style zero-shot scores of the saved backbone on ``samples``: presence mAP, top-1."""
-    return scores(load(folder), samples, spec)
+def record_zero_shot(folder: Path, test_images: int) -> dict[str, Any]:
+    """Score the saved backbone zero-shot on the first ``test_images`` test images (CLIP-style:
+    presence mAP, top-1), add that to its ``pretrain.json`` as ``zero_shot``; the record."""
+    test = list(world.samples(world.SPLIT_SEEDS["test"], test_images))
+    record_file = folder / "pretrain.json"
+    record = json.loads(record_file.read_text())
+    record["zero_shot"] = scores(load(folder), test)
+    record_file.write_text(json.dumps(record, indent=2) + "\n")
+    return dict(record)
 
 
 def scores(
@@ -294,13 +298,10 @@ def main() -> None:
     config = PretrainConfig(**{k: getattr(args, k) for k in asdict(defaults)})
     watch = list(world.samples(world.SPLIT_SEEDS["val"], args.watch)) if args.watch else []
     pretrain(args.out, config, log_every=args.log_every, watch=watch)
-    test = list(world.samples(world.SPLIT_SEEDS["test"], args.test_images))
-    result = zero_shot(args.out, test)
-    record = json.loads((args.out / "pretrain.json").read_text())
-    record["zero_shot"] = result
-    (args.out / "pretrain.json").write_text(json.dumps(record, indent=2) + "\n")
+    record = record_zero_shot(args.out, args.test_images)
+    result = record["zero_shot"]
     print(
-        f"zero-shot on {len(test)} test images: mAP all {result['map_all']:.3f}, "
+        f"zero-shot on {args.test_images} test images: mAP all {result['map_all']:.3f}, "
         f"seen {result['map_seen']:.3f}, unseen {result['map_unseen']:.3f} "
         f"(chance {result['chance_map']:.3f}); top-1 on {result['single_images']} "
         f"single-object images {result['top1_single']:.3f} "
