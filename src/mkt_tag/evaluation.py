@@ -85,12 +85,13 @@ def score_images(
     workers: int | None = None,
     on_progress: Callable[[int], None] | None = None,
     model: str = "",
+    parallel: int | None = None,
 ) -> tuple[ScoreSet, list[ImageLoadError]]:
     """Score every image of ``data`` against ``labels`` (embedded from the same vocabulary).
 
-    Images are decoded in ``workers`` processes (default: as ``mkt-tag tag`` does) while the
-    model scores the previous batch. ``on_progress(n)`` is called after each batch with the
-    number of images it held.
+    Images are decoded and scored as ``mkt-tag tag`` does them (``Tagger.score_files``:
+    ``parallel`` batches at once, ``workers`` decoding processes, both automatic by default).
+    ``on_progress(n)`` is called after each batch with the number of images it held.
 
     Returns:
         The scores of the images that could be read, and one ``ImageLoadError`` per image
@@ -104,7 +105,7 @@ def score_images(
     scores = np.zeros((len(data), len(data.labels)), dtype=np.float32)
     read = np.zeros(len(data), dtype=bool)
     failures: list[ImageLoadError] = []
-    for batch in tagger.score_files(data.paths, labels, batch_size, workers):
+    for batch in tagger.score_files(data.paths, labels, batch_size, workers, parallel):
         scores[batch.indices] = batch.scores
         read[batch.indices] = True
         failures += batch.failed

@@ -8,13 +8,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +24,18 @@ from mkt_tag.caches import FeatureCache, LabelCache, digest, open_caches
 from mkt_tag.config import DEFAULT_BACKBONE, PreprocessConfig
 from mkt_tag.embeddings import LabelSet, embed
 from mkt_tag.errors import ImageLoadError, MktTagError
-from mkt_tag.images import load_image, resize_center_crop
+from mkt_tag.images import load_image
 from mkt_tag.model import MKT, ImageFeatures
 from mkt_tag.outputs import Tag, TagResult
+from mkt_tag.pipeline import (
+    Decoded,
+    ImageFiles,
+    default_parallel,
+    default_workers,
+    plan_batches,
+    prepare,
+    run_batches,
+)
 from mkt_tag.vocab import Entry, normalise
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -105,80 +111,6 @@ def select(scores: np.ndarray, labels: Sequence[str], selection: Selection) -> l
     return tags
 
 
-class ImageFiles(torch.utils.data.Dataset):
-    """Decodes and preprocesses one file; failures come back as a reason, never raised."""
-
-    def __init__(self, paths: Sequence[Path], preprocess: PreprocessConfig) -> None:
-        self.paths = list(paths)
-        self.preprocess = preprocess
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
-        try:
-            return (
-                index,
-                prepare(load_image(self.paths[index], 2 * self.preprocess.resize), self.preprocess),
-                None,
-            )
-        except ImageLoadError as error:
-            return index, None, error.reason
-        except Exception as error:
-            return index, None, f"cannot decode ({type(error).__name__}: {error})"
-
-
-def prepare(image: Image.Image, preprocess: PreprocessConfig) -> np.ndarray:
-    """Resize + centre-crop to the model's input (uint8 H x W x 3); normalised later, batched."""
-    return resize_center_crop(
-        image.convert("RGB"), preprocess.resize, preprocess.image_size, preprocess.interpolation
-    )
-
-
-def _collate(items: list[tuple[int, np.ndarray | None, str | None]]) -> list:
-    return items
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (affinity and container limits), not the host's count."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
-
-
-def default_workers(n_images: int, batch_size: int, model_on_cpu: bool = True) -> int:
-    """Decoding processes: as many as there are cores the model leaves free (at most 8).
-
-    Where torch's threads already use every core, a decoding process would only stall them
-    (each forward pass waits for its slowest thread), so images are decoded in this process
-    between forward passes instead (``0``), one thread per core. Also ``0`` for a handful of
-    images, where starting processes costs more than it saves.
-    """
-    if n_images <= batch_size:
-        return 0
-    free = usable_cpus() - (torch.get_num_threads() if model_on_cpu else 0)
-    return max(0, min(8, free))
-
-
-def decode_in_threads(files: ImageFiles, batch_size: int) -> Iterator[list]:
-    """``files`` decoded batch by batch in this process, one thread per usable core.
-
-    PIL releases the GIL while it decodes and resizes, so the threads run in parallel; each
-    batch is decoded only when the caller asks for it, i.e. while the model is idle.
-    """
-    with ThreadPoolExecutor(usable_cpus()) as pool:
-        for start in range(0, len(files), batch_size):
-            yield list(
-                pool.map(files.__getitem__, range(start, min(len(files), start + batch_size)))
-            )
-
-
-def _decoder_init(worker: int) -> None:
-    # Decoding fills the gaps the model leaves: it never takes a core from the forward pass.
-    with contextlib.suppress(OSError, AttributeError):
-        os.nice(10)
-
-
 @dataclass
 class ScoredBatch:
     """One batch of ``Tagger.score_files``: which paths were scored, their scores, failures."""
@@ -244,7 +176,6 @@ class Tagger:
     def _as_labelset(self, labels: Sequence[str] | LabelSet) -> LabelSet:
         return labels if isinstance(labels, LabelSet) else self.embed_labels(labels)
 
-    @torch.inference_mode()
     def score_arrays(
         self, arrays: Sequence[np.ndarray], labels: LabelSet, paths: Sequence[Path] | None = None
     ) -> np.ndarray:
@@ -253,16 +184,28 @@ class Tagger:
         With the feature cache on, features are stored (float16) and scored as stored, so a
         cached re-run gives exactly the same tags; without it they are scored unrounded.
         """
+        scores, tokens = self._forward(arrays, labels)
+        if tokens is not None and paths is not None:
+            self._cache_features(paths, tokens)
+        return scores
+
+    @torch.inference_mode()
+    def _forward(
+        self, arrays: Sequence[np.ndarray], labels: LabelSet
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores, and the float16 tokens to cache when the feature cache is on (thread-safe)."""
         batch = torch.from_numpy(np.stack(arrays)).to(self.device).permute(0, 3, 1, 2)
         batch = ((batch.float() / 255.0 - self._mean) / self._std).to(self.dtype)
         features = self.model.encode_images(batch)
         if self.feature_cache is None:
-            return self.score_features(features, labels)
+            return self.score_features(features, labels), None
         tokens = torch.cat([features.global_[:, None], features.patches], dim=1)
         rows = tokens.to(torch.float16).cpu().numpy()
-        if paths is not None:
-            self.feature_cache.put(self.image_key, zip(paths, rows, strict=True))
-        return self._score_cached(list(rows), labels)
+        return self._score_cached(list(rows), labels), rows
+
+    def _cache_features(self, paths: Sequence[Path], tokens: np.ndarray) -> None:
+        if self.feature_cache is not None:  # sqlite: only from the thread that opened it
+            self.feature_cache.put(self.image_key, zip(paths, tokens, strict=True))
 
     @torch.inference_mode()
     def score_features(self, features: ImageFeatures, labels: LabelSet) -> np.ndarray:
@@ -314,11 +257,14 @@ class Tagger:
         labels: LabelSet,
         batch_size: int = 16,
         workers: int | None = None,
+        parallel: int | None = None,
     ) -> Iterator[ScoredBatch]:
-        """Score files batch by batch; decoding as ``default_workers`` says or ``workers`` asks.
+        """Score files batch by batch, in order; a bad file never stops the run.
 
-        Images in the feature cache come first and skip decoding and the image model. Every
-        path appears in exactly one batch, scored or failed; a bad file never stops the run.
+        ``parallel`` batches run at once (default: ``default_parallel``), each decoded by
+        its own thread or by ``workers`` processes (default: ``default_workers``); see
+        ``mkt_tag.pipeline``. Images in the feature cache come first and skip decoding and
+        the image model. Every path appears in exactly one batch, scored or failed.
         """
         cached = self.feature_cache.get(self.image_key, paths) if self.feature_cache else {}
         hits = sorted(cached)
@@ -329,34 +275,30 @@ class Tagger:
         if not todo:
             return
         on_cpu = self.device.type == "cpu"
+        parallel = default_parallel(on_cpu) if parallel is None else parallel
         workers = default_workers(len(todo), batch_size, on_cpu) if workers is None else workers
         files = ImageFiles([paths[i] for i in todo], self.preprocess)
-        loader: Iterable[list] = (
-            torch.utils.data.DataLoader(
-                files,
-                batch_size=batch_size,
-                num_workers=workers,
-                collate_fn=_collate,
-                prefetch_factor=4,
-                worker_init_fn=_decoder_init,
-            )
-            if workers
-            else decode_in_threads(files, batch_size)
-        )
-        for items in loader:
-            good = [(todo[i], array) for i, array, _ in items if array is not None]
+
+        def score(items: list[Decoded]) -> tuple[ScoredBatch, np.ndarray | None]:
+            rows = [todo[i] for i, array, _ in items if array is not None]
             failed = [
                 ImageLoadError(paths[todo[i]], reason or "cannot read")
                 for i, array, reason in items
                 if array is None
             ]
-            rows = [index for index, _ in good]
-            scores = (
-                self.score_arrays([a for _, a in good], labels, [paths[i] for i in rows])
-                if good
-                else np.zeros((0, len(labels.labels)), np.float32)
+            arrays = [array for _, array, _ in items if array is not None]
+            scores, tokens = (
+                self._forward(arrays, labels)
+                if arrays
+                else (np.zeros((0, len(labels.labels)), np.float32), None)
             )
-            yield ScoredBatch(rows, scores, failed)
+            return ScoredBatch(rows, scores, failed), tokens
+
+        plan = plan_batches(len(todo), batch_size, parallel)
+        for batch, tokens in run_batches(files, plan, score, parallel, workers):
+            if tokens is not None:
+                self._cache_features([paths[i] for i in batch.indices], tokens)
+            yield batch
 
     def tag_files(
         self,
@@ -365,9 +307,10 @@ class Tagger:
         selection: Selection,
         batch_size: int = 16,
         workers: int | None = None,
+        parallel: int | None = None,
     ) -> Iterator[TagResult | ImageLoadError]:
         """Tag files (see ``score_files``): one TagResult or ImageLoadError per path."""
-        for batch in self.score_files(paths, labels, batch_size, workers):
+        for batch in self.score_files(paths, labels, batch_size, workers, parallel):
             yield from batch.failed
             chosen = select(batch.scores, labels.labels, selection)
             for index, image_tags in zip(batch.indices, chosen, strict=True):

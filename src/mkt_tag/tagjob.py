@@ -33,6 +33,7 @@ class TagJob:
     existing: str = "skip"  # outputs already there: skip, overwrite, or append (merge tags)
     batch_size: int = 16  # images per forward pass
     workers: int | None = None  # decoding processes (None: automatic)
+    parallel: int | None = None  # batches the model runs at once (None: automatic)
 
 
 @dataclass
@@ -84,7 +85,9 @@ def run(
     if on_start:
         on_start(len(todo))
     pending: list[TagResult] = []
-    for item in tagger.tag_files(todo, labels, job.selection, job.batch_size, job.workers):
+    for item in tagger.tag_files(
+        todo, labels, job.selection, job.batch_size, job.workers, job.parallel
+    ):
         if isinstance(item, ImageLoadError):
             report.failures.append(item)
             yield item

@@ -24,7 +24,7 @@ from torch import nn
 from mkt_tag import checkpoints, metrics
 from mkt_tag.model import MKT, ImageFeatures
 from mkt_tag.outputs import atomic_write_text
-from mkt_tag.tagger import ImageFiles
+from mkt_tag.pipeline import ImageFiles
 from mkt_tag.train_data import normalise
 
 Report = Callable[..., None]

@@ -64,7 +64,17 @@ WorkersOption = Annotated[
         "--workers",
         min=0,
         help="Decoding processes [default: the cores the model leaves free, at most 8; 0: "
-        "decode in threads between forward passes, the default where torch uses every core].",
+        "each batch is decoded by the thread that runs it, the default where torch uses "
+        "every core].",
+    ),
+]
+ParallelOption = Annotated[
+    int | None,
+    typer.Option(
+        "--parallel",
+        min=1,
+        help="Batches the model works on at once, each with an equal share of torch's "
+        "threads [default: one per thread on a CPU, at most 8; 1 on a GPU].",
     ),
 ]
 DeviceOption = Annotated[

@@ -17,6 +17,7 @@ from mkt_tag.cli._app import (
     CacheDirOption,
     Device,
     DeviceOption,
+    ParallelOption,
     Precision,
     PrecisionOption,
     Streams,
@@ -112,6 +113,7 @@ def evaluate(
     ),
     batch_size: BatchSizeOption = 16,
     workers: WorkersOption = None,
+    parallel: ParallelOption = None,
     device: DeviceOption = Device.auto,
     precision: PrecisionOption = Precision.auto,
     cache_dir: CacheDirOption = None,
@@ -157,6 +159,7 @@ def evaluate(
                 separator,
                 batch_size,
                 workers,
+                parallel,
                 device.value,
                 precision.value,
                 cache_dir,
@@ -268,6 +271,7 @@ def _run_model(
     separator: str,
     batch_size: int,
     workers: int | None,
+    parallel: int | None,
     device: str,
     precision: str,
     cache_dir: Path | None,
@@ -312,6 +316,7 @@ def _run_model(
             workers=workers,
             on_progress=lambda n: progress.advance(task, n),
             model=model,
+            parallel=parallel,
         )
     for failure in failures:
         err.print(Text(f"failed: {failure}", style="yellow"))

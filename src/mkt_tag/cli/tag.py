@@ -26,6 +26,7 @@ from mkt_tag.cli._app import (
     CacheDirOption,
     Device,
     DeviceOption,
+    ParallelOption,
     Precision,
     PrecisionOption,
     WorkersOption,
@@ -124,6 +125,7 @@ def tag(
     append: bool = typer.Option(False, "--append", help="Re-tag and merge into existing sidecars."),
     batch_size: BatchSizeOption = 16,
     workers: WorkersOption = None,
+    parallel: ParallelOption = None,
     device: DeviceOption = Device.auto,
     precision: PrecisionOption = Precision.auto,
     feature_cache: bool = typer.Option(
@@ -196,6 +198,7 @@ def tag(
             existing=existing,
             batch_size=batch_size,
             workers=workers,
+            parallel=parallel,
         )
         report = _run_job(job, tagger, labelset, quiet, to_stdout=output is None and not sidecar)
     except MktTagError as error:
