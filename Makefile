@@ -17,6 +17,7 @@ docs:
 
 bench:
 	python bench/tag_throughput.py
+	python bench/parallel_pairs.py
 	python bench/text_speed.py
 	python bench/retag_speed.py
 	python bench/train_throughput.py

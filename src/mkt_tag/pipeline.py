@@ -4,9 +4,9 @@ On a CPU the model works on several batches at once, each in its own thread with
 share of torch's threads: that thread decodes its batch, then runs the model on it. The
 threads never wait for each other, so one batch's decoding fills the time another spends in
 the model, and no forward pass stalls at a thread barrier behind a core that is busy
-decoding. (On 2 cores, two one-thread batches ran ViT-B/16 ~25% faster than one two-thread
-forward pass, before any decoding: docs/benchmarks.md.) On a GPU one batch at a time feeds
-the model and worker processes decode.
+decoding. (On 2 cores: 4-6% more images per second than one batch at a time on both
+threads, in paired rounds; docs/benchmarks.md.) On a GPU one batch at a time feeds the model
+and worker processes decode.
 """
 
 from __future__ import annotations

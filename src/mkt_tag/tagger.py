@@ -176,24 +176,19 @@ class Tagger:
     def _as_labelset(self, labels: Sequence[str] | LabelSet) -> LabelSet:
         return labels if isinstance(labels, LabelSet) else self.embed_labels(labels)
 
-    def score_arrays(
-        self, arrays: Sequence[np.ndarray], labels: LabelSet, paths: Sequence[Path] | None = None
-    ) -> np.ndarray:
-        """Per-label scores (N x L) for preprocessed uint8 images.
-
-        With the feature cache on, features are stored (float16) and scored as stored, so a
-        cached re-run gives exactly the same tags; without it they are scored unrounded.
-        """
-        scores, tokens = self._forward(arrays, labels)
-        if tokens is not None and paths is not None:
-            self._cache_features(paths, tokens)
-        return scores
+    def score_arrays(self, arrays: Sequence[np.ndarray], labels: LabelSet) -> np.ndarray:
+        """Per-label scores (N x L) for preprocessed uint8 images."""
+        return self._forward(arrays, labels)[0]
 
     @torch.inference_mode()
     def _forward(
         self, arrays: Sequence[np.ndarray], labels: LabelSet
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Scores, and the float16 tokens to cache when the feature cache is on (thread-safe)."""
+        """Scores, and with the feature cache on the float16 features to store in it.
+
+        With the cache on, features are scored as stored, so a cached re-run gives exactly the
+        same tags; without it they are scored unrounded. Safe to call from several threads.
+        """
         batch = torch.from_numpy(np.stack(arrays)).to(self.device).permute(0, 3, 1, 2)
         batch = ((batch.float() / 255.0 - self._mean) / self._std).to(self.dtype)
         features = self.model.encode_images(batch)
@@ -202,10 +197,6 @@ class Tagger:
         tokens = torch.cat([features.global_[:, None], features.patches], dim=1)
         rows = tokens.to(torch.float16).cpu().numpy()
         return self._score_cached(list(rows), labels), rows
-
-    def _cache_features(self, paths: Sequence[Path], tokens: np.ndarray) -> None:
-        if self.feature_cache is not None:  # sqlite: only from the thread that opened it
-            self.feature_cache.put(self.image_key, zip(paths, tokens, strict=True))
 
     @torch.inference_mode()
     def score_features(self, features: ImageFeatures, labels: LabelSet) -> np.ndarray:
@@ -296,8 +287,9 @@ class Tagger:
 
         plan = plan_batches(len(todo), batch_size, parallel)
         for batch, tokens in run_batches(files, plan, score, parallel, workers):
-            if tokens is not None:
-                self._cache_features([paths[i] for i in batch.indices], tokens)
+            if tokens is not None and self.feature_cache is not None:  # sqlite: this thread only
+                scored = [paths[i] for i in batch.indices]
+                self.feature_cache.put(self.image_key, zip(scored, tokens, strict=True))
             yield batch
 
     def tag_files(
