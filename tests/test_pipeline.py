@@ -189,3 +189,21 @@ def test_cli_parallel_option(photos, label_file, tmp_path):
     ]
     bad = runner.invoke(app, ["tag", str(photos), "--labels", str(label_file), "--parallel", "0"])
     assert bad.exit_code == EXIT_USAGE and "--parallel" in bad.output
+
+
+def test_api_scores_paths_through_the_pipeline_and_raises_on_a_bad_file(tmp_path, tiny_tagger):
+    from PIL import Image
+
+    from mkt_tag.errors import ImageLoadError
+
+    paths = [make_photo(tmp_path / f"{i}.jpg", seed=i) for i in range(5)]
+    labels = ["cat", "dog", "beach"]
+    from_paths = tiny_tagger.scores(paths, labels, batch_size=2)
+    images = []
+    for path in paths:
+        with Image.open(path) as image:
+            images.append(image.copy())
+    assert np.allclose(from_paths, tiny_tagger.scores(images, labels, batch_size=2), atol=1e-5)
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    with pytest.raises(ImageLoadError, match=r"bad\.jpg"):
+        tiny_tagger.scores([*paths, tmp_path / "bad.jpg"], labels, batch_size=2)

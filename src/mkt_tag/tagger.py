@@ -214,8 +214,14 @@ class Tagger:
         labels: Sequence[str] | LabelSet,
         batch_size: int = 16,
     ) -> np.ndarray:
-        """Fused scores (N x C) for PIL images or paths; a bad path raises ImageLoadError."""
+        """Per-label scores (N x L) for PIL images or paths; a bad path raises ImageLoadError.
+
+        A list of paths alone takes ``score_files`` (parallel batches), as the CLI does.
+        """
         labelset = self._as_labelset(labels)
+        paths = [Path(im) for im in images if not isinstance(im, Image.Image)]
+        if images and len(paths) == len(images):
+            return self._score_paths(paths, labelset, batch_size)
         min_side = 2 * self.preprocess.resize
         out = []
         for start in range(0, len(images), batch_size):
@@ -225,6 +231,15 @@ class Tagger:
             ]
             out.append(self.score_arrays([prepare(im, self.preprocess) for im in chunk], labelset))
         return np.concatenate(out) if out else np.zeros((0, len(labelset.labels)), np.float32)
+
+    def _score_paths(self, paths: list[Path], labels: LabelSet, batch_size: int) -> np.ndarray:
+        """``scores`` for files through the CLI's pipeline; the first bad file is raised."""
+        out = np.zeros((len(paths), len(labels.labels)), np.float32)
+        for batch in self.score_files(paths, labels, batch_size):
+            if batch.failed:
+                raise batch.failed[0]
+            out[batch.indices] = batch.scores
+        return out
 
     def tag(
         self,
