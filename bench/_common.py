@@ -123,6 +123,19 @@ def synthetic_photos(folder: Path, n: int, size: tuple[int, int], seed: int = 0)
     return paths
 
 
+# Camera-sized photos, where JPEG decoding costs most, and small ones, where the model does.
+PHOTO_SETS = {"large": (4000, 3000), "small": (640, 480)}
+
+
+def photo_sets(folder: Path, counts: dict[str, int]) -> dict[str, list[Path]]:
+    """``counts[name]`` photos of each ``PHOTO_SETS`` size in ``folder/name`` (0: none)."""
+    return {
+        name: synthetic_photos(folder / name, counts[name], size)
+        for name, size in PHOTO_SETS.items()
+        if counts.get(name, 0) > 0
+    }
+
+
 # --- offline model cache -----------------------------------------------------------------
 
 
@@ -167,6 +180,14 @@ def seed_hub_cache(cache: Path, backbone: str = BACKBONE, seed: int = 0) -> Path
     (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
     (repo_dir / "refs" / "main").write_text(revision)
     return weights
+
+
+def offline_tagger(cache: Path, device: str = "auto", precision: str = "auto") -> Any:
+    """A ``Tagger`` on the benchmark backbone from ``cache`` (``seed_hub_cache`` filled it)."""
+    from mkt_tag import checkpoints
+    from mkt_tag.tagger import Tagger
+
+    return Tagger(checkpoints.load(BACKBONE, cache, download=False), device, precision)
 
 
 # --- machine -----------------------------------------------------------------------------

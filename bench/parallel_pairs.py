@@ -21,8 +21,6 @@ from typing import Any
 import _common
 import numpy as np
 
-SETS = {"large": (4000, 3000), "small": (640, 480)}
-
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -48,16 +46,9 @@ def main() -> None:
     if args.n < 1 or args.rounds < 1 or min(args.parallel) < 1 or len(args.parallel) < 2:
         raise SystemExit("need --n and --rounds >= 1 and two or more --parallel values >= 1")
     os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported
-    from mkt_tag import checkpoints
-    from mkt_tag.tagger import Tagger
-
-    sets = {
-        name: _common.synthetic_photos(args.out / "images" / name, args.n, size)
-        for name, size in SETS.items()
-    }
+    sets = _common.photo_sets(args.out / "images", dict.fromkeys(_common.PHOTO_SETS, args.n))
     _common.seed_hub_cache(args.out / "cache")
-    model = checkpoints.load(_common.BACKBONE, args.out / "cache", download=False)
-    tagger = Tagger(model, "cpu", args.precision)
+    tagger = _common.offline_tagger(args.out / "cache", "cpu", args.precision)
     labels = tagger.embed_labels(_common.labels(args.n_labels))
     print(f"{tagger.dtype}, {args.n} photos per set, batch {args.batch_size}", flush=True)
     rates: dict[tuple[str, int], list[float]] = {

@@ -34,7 +34,6 @@ import numpy as np
 
 from mkt_tag.caches import LABELS_FILE
 
-SETS = {"large": (4000, 3000), "small": (640, 480)}
 SUMMARY = re.compile(r"tagged (\d+).*; ([\d.]+) s, ([\d.]+) img/s")
 
 
@@ -202,27 +201,14 @@ def top5_agreement(reference: np.ndarray, other: np.ndarray) -> dict[str, float]
     }
 
 
-def chosen_tagger(args: argparse.Namespace) -> Any:
-    """The benchmark model as mkt-tag runs it (precision and device), for the ceilings."""
-    from mkt_tag import checkpoints
-    from mkt_tag.tagger import Tagger
-
-    model = checkpoints.load(_common.BACKBONE, args.out / "cache", download=False)
-    return Tagger(model, args.device, args.precision)
-
-
 def precision_agreement(
     args: argparse.Namespace, label_list: list[str], images: list[Path], chosen: str
 ) -> dict[str, Any]:
     """Top-5 agreement of the chosen precision (bf16 if that is fp32) with fp32."""
-    from mkt_tag import checkpoints
-    from mkt_tag.tagger import Tagger
-
     compared = chosen if chosen != "fp32" else "bf16"
     scores = {}
     for precision in ("fp32", compared):  # a fresh model each: Tagger casts in place
-        model = checkpoints.load(_common.BACKBONE, args.out / "cache", download=False)
-        tagger = Tagger(model, args.device, precision)
+        tagger = _common.offline_tagger(args.out / "cache", args.device, precision)
         scores[precision] = tagger.scores(images, label_list, args.batch_size)
     agreement = top5_agreement(scores["fp32"], scores[compared])
     return {"compared": compared, "images": len(images), **agreement}
@@ -297,7 +283,8 @@ def measure_set(
     from mkt_tag.pipeline import default_parallel, default_workers
 
     on_cpu = tagger.device.type == "cpu"
-    row: dict[str, Any] = {"set": f"{name} {SETS[name][0]}x{SETS[name][1]}", "n": len(files)}
+    width, height = _common.PHOTO_SETS[name]
+    row: dict[str, Any] = {"set": f"{name} {width}x{height}", "n": len(files)}
     row["settings"] = []
     for parallel, workers in itertools.product(args.parallel, args.workers):
         count = default_parallel(on_cpu) if parallel == "auto" else int(parallel)
@@ -349,15 +336,11 @@ def main() -> None:
 
     counts = {"large": args.n_large, "small": args.n_small}
     print(f"photos: generating or reusing in {args.out / 'images'}", flush=True)
-    sets = {
-        name: _common.synthetic_photos(args.out / "images" / name, counts[name], size)
-        for name, size in SETS.items()
-        if counts[name] > 0
-    }
+    sets = _common.photo_sets(args.out / "images", counts)
     print("model: seeding random ViT-B-16 weights into the offline cache", flush=True)
     weights = _common.seed_hub_cache(args.out / "cache")
     label_file = _common.write_labels(args.out / "labels.txt", args.n_labels)
-    tagger = chosen_tagger(args)
+    tagger = _common.offline_tagger(args.out / "cache", args.device, args.precision)
     labelset = tagger.embed_labels(_common.labels(args.n_labels))
     names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
     figures: dict[str, Any] = {"machine": _common.machine_info(), "sets": []}

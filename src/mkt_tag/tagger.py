@@ -286,19 +286,18 @@ class Tagger:
         files = ImageFiles([paths[i] for i in todo], self.preprocess)
 
         def score(items: list[Decoded]) -> tuple[ScoredBatch, np.ndarray | None]:
-            rows = [todo[i] for i, array, _ in items if array is not None]
+            good = [(todo[i], array) for i, array, _ in items if array is not None]
             failed = [
                 ImageLoadError(paths[todo[i]], reason or "cannot read")
                 for i, array, reason in items
                 if array is None
             ]
-            arrays = [array for _, array, _ in items if array is not None]
             scores, tokens = (
-                self._forward(arrays, labels)
-                if arrays
+                self._forward([array for _, array in good], labels)
+                if good
                 else (np.zeros((0, len(labels.labels)), np.float32), None)
             )
-            return ScoredBatch(rows, scores, failed), tokens
+            return ScoredBatch([index for index, _ in good], scores, failed), tokens
 
         plan = plan_batches(len(todo), batch_size, parallel)
         for batch, tokens in run_batches(files, plan, score, parallel, workers):
