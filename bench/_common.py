@@ -185,7 +185,7 @@ def seed_hub_cache(cache: Path, backbone: str = BACKBONE, seed: int = 0) -> Path
 def offline_tagger(cache: Path, device: str = "auto", precision: str = "auto") -> Any:
     """A ``Tagger`` on the benchmark backbone from ``cache`` (``seed_hub_cache`` filled it)."""
     from mkt_tag import checkpoints
-    from mkt_tag.tagger import Tagger
+    from mkt_tag.tagging.tagger import Tagger
 
     return Tagger(checkpoints.load(BACKBONE, cache, download=False), device, precision)
 
@@ -228,7 +228,7 @@ def machine_info() -> dict[str, Any]:
     import PIL
     import torch
 
-    from mkt_tag.tagger import cpu_has_bf16
+    from mkt_tag.devices import cpu_has_bf16
 
     cpu = platform.processor() or platform.machine()
     try:

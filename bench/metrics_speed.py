@@ -73,7 +73,7 @@ def peak_rss_mb() -> float:
 
 def run_task(task: str, folder: Path, n_unseen: int) -> dict[str, float]:
     """One task on the saved data, in this (fresh) process."""
-    from mkt_tag import calibration, metrics
+    from mkt_tag.evaluate import calibration, metrics
 
     scores = np.load(folder / "scores.npy")
     targets = np.load(folder / "targets.npy")

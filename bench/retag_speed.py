@@ -63,8 +63,8 @@ def main() -> None:
     more.write_text(labels.read_text() + "a label added later\n")
     load = OtherLoad()
 
-    from mkt_tag.caches import FEATURES_FILE, FeatureCache
-    from mkt_tag.tagger import Selection, Tagger
+    from mkt_tag.tagging.caches import FEATURES_FILE, FeatureCache
+    from mkt_tag.tagging.tagger import Selection, Tagger
     from mkt_tag.vocab import read_labels
 
     for name in (FEATURES_FILE, FEATURES_FILE + "-wal", FEATURES_FILE + "-shm"):

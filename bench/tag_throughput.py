@@ -32,7 +32,7 @@ from typing import Any
 import _common
 import numpy as np
 
-from mkt_tag.caches import LABELS_FILE
+from mkt_tag.tagging.caches import LABELS_FILE
 
 SUMMARY = re.compile(r"tagged (\d+).*; ([\d.]+) s, ([\d.]+) img/s")
 
@@ -154,7 +154,7 @@ def forward_ceiling(
 
     import torch
 
-    from mkt_tag.pipeline import torch_threads
+    from mkt_tag.tagging.batches import torch_threads
 
     size = tagger.preprocess.image_size
     generator = torch.Generator().manual_seed(0)
@@ -280,7 +280,7 @@ def measure_set(
     labelset: Any,
 ) -> dict[str, Any]:
     """mkt-tag runs of every setting and the matching ceilings, alternated round by round."""
-    from mkt_tag.pipeline import default_parallel, default_workers
+    from mkt_tag.tagging.batches import default_parallel, default_workers
 
     on_cpu = tagger.device.type == "cpu"
     width, height = _common.PHOTO_SETS[name]

@@ -36,7 +36,7 @@ def main() -> None:
     import torch
 
     from mkt_tag import checkpoints
-    from mkt_tag.tagger import pick_dtype
+    from mkt_tag.devices import pick_dtype
 
     texts = labels(args.n_labels)
     model = checkpoints.load(BACKBONE).eval()

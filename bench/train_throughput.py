@@ -103,10 +103,9 @@ class Clock:
 
 
 def run_mkt_tag(args: argparse.Namespace, data: Path, val: Path, labels: Path) -> dict[str, Any]:
-    from mkt_tag import data as datasets
-    from mkt_tag import vocab
-    from mkt_tag.train_config import TrainConfig
-    from mkt_tag.trainer import Trainer
+    from mkt_tag import datasets, vocab
+    from mkt_tag.train.settings import TrainConfig
+    from mkt_tag.train.trainer import Trainer
 
     run = args.out / "train-run"
     shutil.rmtree(run, ignore_errors=True)
@@ -151,13 +150,12 @@ def run_baseline(args: argparse.Namespace, data: Path, labels: Path) -> dict[str
     import numpy as np
     import torch
 
-    from mkt_tag import checkpoints, vocab
-    from mkt_tag import data as datasets
-    from mkt_tag.images import load_image
-    from mkt_tag.losses import ranking_loss
+    from mkt_tag import checkpoints, datasets, vocab
+    from mkt_tag.devices import pick_device
+    from mkt_tag.images import load_image, prepare
     from mkt_tag.model import mkt_scores
-    from mkt_tag.tagger import pick_device, prepare
-    from mkt_tag.train_data import normalise
+    from mkt_tag.train.data import normalise
+    from mkt_tag.train.losses import ranking_loss
 
     device = pick_device(args.device)
     model = checkpoints.load(_common.BACKBONE).to(device)

@@ -7,8 +7,7 @@ import torch
 
 from mkt_tag import checkpoints
 from mkt_tag.errors import CheckpointError
-
-from .conftest import TINY_CONFIG
+from tests.conftest import TINY_CONFIG
 
 
 def _trained_names(model) -> list[str]:

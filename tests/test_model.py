@@ -7,8 +7,7 @@ import torch
 from mkt_tag import checkpoints
 from mkt_tag.errors import LabelFileError, ModelError
 from mkt_tag.model import ImageFeatures, build_clip, fuse, local_scores, mkt_scores
-
-from .conftest import DATA, TINY_CONFIG, fill_deterministic
+from tests.conftest import DATA, TINY_CONFIG, fill_deterministic
 
 
 @pytest.fixture(scope="module")

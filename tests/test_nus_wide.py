@@ -10,9 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
-from mkt_tag import data
-
-from .conftest import make_photo
+from mkt_tag import datasets as data
+from tests.conftest import make_photo
 
 ROOT = Path(__file__).resolve().parent.parent
 TAGS = ["sky", "beach", "surfing", "cat", "sunrise", "old_car"]  # 1,000 in the real list

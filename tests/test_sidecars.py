@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mkt_tag.errors import InputFileError, OutputError
-from mkt_tag.outputs import Tag
+from mkt_tag.results import Tag
 from mkt_tag.sidecars import read_sidecar_tags, sidecar_path, write_sidecar
 
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"

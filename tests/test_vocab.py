@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from mkt_tag.errors import LabelFileError
-from mkt_tag.vocab import normalise, read_labels, read_thresholds
+from mkt_tag.thresholds import read_thresholds
+from mkt_tag.vocab import normalise, read_labels
 
 
 def write(tmp_path, content: str | bytes, name: str = "labels.txt"):

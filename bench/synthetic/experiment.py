@@ -233,8 +233,9 @@ def streams(model_id: str, data: dict[str, Path], unseen: int) -> dict[str, dict
     import torch
     import torch.nn.functional as F
 
-    from mkt_tag import checkpoints, metrics, vocab
-    from mkt_tag.train_data import normalise
+    from mkt_tag import checkpoints, vocab
+    from mkt_tag.evaluate import metrics
+    from mkt_tag.train.data import normalise
 
     labels = vocab.read_labels(data["all"]).labels
     pixels, targets = world.read_split(data["test"], labels)

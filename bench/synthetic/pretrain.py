@@ -251,7 +251,7 @@ def scores(
     import torch
     from open_clip.tokenizer import SimpleTokenizer
 
-    from mkt_tag import metrics
+    from mkt_tag.evaluate import metrics
 
     context = model.context_length
     tokenizer = SimpleTokenizer(context_length=context)

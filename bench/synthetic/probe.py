@@ -26,7 +26,7 @@ def features(model_id: str, table: Path, labels: list[str]) -> tuple[np.ndarray,
     import torch
 
     from mkt_tag import checkpoints
-    from mkt_tag.train_data import normalise
+    from mkt_tag.train.data import normalise
 
     pixels, targets = world.read_split(table, labels)
     model = checkpoints.load(model_id).eval()
@@ -39,7 +39,7 @@ def features(model_id: str, table: Path, labels: list[str]) -> tuple[np.ndarray,
 def main() -> None:
     from sklearn.linear_model import LogisticRegression
 
-    from mkt_tag import metrics
+    from mkt_tag.evaluate import metrics
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench/out/synthetic"))

@@ -12,14 +12,14 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from mkt_tag.errors import MktTagError
-    from mkt_tag.outputs import Tag, TagResult
-    from mkt_tag.tagger import Tagger
+    from mkt_tag.results import Tag, TagResult
+    from mkt_tag.tagging.tagger import Tagger
 
 _LAZY = {
     "MktTagError": "mkt_tag.errors",
-    "Tag": "mkt_tag.outputs",
-    "TagResult": "mkt_tag.outputs",
-    "Tagger": "mkt_tag.tagger",
+    "Tag": "mkt_tag.results",
+    "TagResult": "mkt_tag.results",
+    "Tagger": "mkt_tag.tagging.tagger",
 }
 
 

@@ -12,17 +12,20 @@ Nothing is ever unpickled: safetensors only.
 from __future__ import annotations
 
 import json
+import pickle
+import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from mkt_tag import caches, hub
+from mkt_tag import files, hub
 from mkt_tag.config import ModelConfig
 from mkt_tag.errors import CheckpointError, ModelError
+from mkt_tag.files import atomic_directory
 from mkt_tag.model import MKT, build_clip
-from mkt_tag.outputs import atomic_directory
 
 CONFIG_FILE = "mkt_config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -80,8 +83,8 @@ def _backbone_clip(backbone: hub.Backbone, arch: dict | None = None) -> torch.nn
 
 def _backbone_fingerprint(backbone: hub.Backbone) -> str:
     # Hub files are content-addressed, local ones are named by path, size and mtime.
-    weights = caches.file_identity(backbone.weights) if backbone.weights else None
-    return caches.digest("backbone", backbone.id, backbone.arch, weights)
+    weights = files.file_identity(backbone.weights) if backbone.weights else None
+    return files.digest("backbone", backbone.id, backbone.arch, weights)
 
 
 def load(model_id: str | Path, cache_dir: Path | None = None, download: bool = True) -> MKT:
@@ -131,8 +134,8 @@ def load_checkpoint(folder: Path, cache_dir: Path | None = None, download: bool 
         except (OSError, SafetensorError) as error:
             raise CheckpointError(f"{weights}: cannot read weights ({error})") from error
         _apply(model, tensors, weights, full=config.weights == "full")
-        parts.append(caches.file_content(weights))
-    model.fingerprint = caches.digest(*parts)
+        parts.append(files.file_content(weights))
+    model.fingerprint = files.digest(*parts)
     return model.eval()
 
 
@@ -195,3 +198,70 @@ def save(model: MKT, folder: Path, trained: Iterable[str] | None = None) -> None
         (staging / CONFIG_FILE).write_text(
             json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8"
         )
+
+
+def read_state_dict(path: str | Path, stage: str = "") -> dict[str, torch.Tensor]:
+    """A plain ``{name: tensor}`` file, loaded with ``weights_only=True``; never unpickles code.
+
+    ``stage`` ("stage-1", "stage-2") only makes messages clearer.
+    """
+    path = Path(path)
+    what = f"{stage} checkpoint" if stage else "checkpoint"
+    if not path.exists():
+        raise CheckpointError(f"{path}: file not found ({what})")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a file ({what})")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's safe unpickler names any class or function the file asks for as "GLOBAL x".
+        text = str(error)
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:
+            raise CheckpointError(
+                f"{path}: refused: loading it would unpickle Python objects ({found.group(1)}), "
+                f"which can run arbitrary code; a {what} must be a plain state_dict of tensors"
+            ) from error
+        detail = _first_line(text.split("WeightsUnpickler error:")[-1])
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint ({detail}): damaged, or not a plain "
+            "state_dict of tensors"
+        ) from error
+    except Exception as error:  # torch.load raises a grab-bag for damaged files
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint "
+            f"({type(error).__name__}: {_first_line(str(error))}); download it again?"
+        ) from error
+    if not isinstance(data, dict):
+        raise CheckpointError(
+            f"{path}: expected a state_dict (names to tensors), found a {type(data).__name__}"
+        )
+    bad = [str(k) for k, v in data.items() if not isinstance(k, str) or not torch.is_tensor(v)]
+    if bad:
+        raise CheckpointError(f"{path}: {short_list(bad)}: not tensors (expected a state_dict)")
+    return dict(data)
+
+
+def short_list(names: Iterable[Any], shown: int = 5) -> str:
+    """The first ``shown`` names, and how many more: "a, b, c (+4 more)"."""
+    names = list(names)
+    more = f" (+{len(names) - shown} more)" if len(names) > shown else ""
+    return ", ".join(str(n) for n in names[:shown]) + more
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return (lines[0] if lines else "no details")[:200]
+
+
+def stored_tensor_names(model_id: str | Path) -> set[str]:
+    """Names of the tensors a checkpoint folder stores (empty for a backbone id)."""
+    if not is_checkpoint(model_id):
+        return set()
+    from safetensors import safe_open
+
+    path = Path(model_id) / WEIGHTS_FILE
+    if not path.is_file():
+        return set()
+    with safe_open(str(path), framework="pt") as handle:
+        return set(handle.keys())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 # CLIP's own normalisation (OpenAI). The MKT reference code uses ImageNet's instead;
@@ -16,8 +17,17 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_BACKBONE = "ViT-B-16:openai"
 DEFAULT_TEMPLATE = "There is a {label} in the scene"
 CONFIG_VERSION = 1
-# Which scores are fused: MKT's two streams, or one alone (ablations).
-STREAMS = ("both", "global", "local")
+
+
+class Streams(str, Enum):
+    """Which scores are fused: MKT's two streams, or one alone (ablations)."""
+
+    both = "both"
+    global_ = "global"
+    local = "local"
+
+
+STREAMS = tuple(choice.value for choice in Streams)
 
 
 @dataclass

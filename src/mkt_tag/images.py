@@ -18,6 +18,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mkt_tag.config import PreprocessConfig
 from mkt_tag.errors import ImageLoadError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
@@ -37,6 +38,9 @@ _HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 
 # Errors Pillow raises while parsing or decoding damaged data.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
+
+# One decoded file: its position, the preprocessed pixels (None when it failed) and why not.
+Decoded = tuple[int, np.ndarray | None, str | None]
 
 
 def find_images(
@@ -274,3 +278,34 @@ def resize_center_crop(
     top = round((size[1] - crop) / 2.0)
     cropped = resized.crop((left, top, left + crop, top + crop))
     return np.array(cropped, dtype=np.uint8)  # a writable copy, as torch.from_numpy wants
+
+
+class ImageFiles:
+    """Image files as a map-style dataset (a ``DataLoader`` takes it): item ``i`` is file
+    ``i`` decoded and preprocessed; failures come back as a reason, never raised."""
+
+    def __init__(self, paths: Sequence[Path], preprocess: PreprocessConfig) -> None:
+        self.paths = list(paths)
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Decoded:
+        try:
+            return (
+                index,
+                prepare(load_image(self.paths[index], 2 * self.preprocess.resize), self.preprocess),
+                None,
+            )
+        except ImageLoadError as error:
+            return index, None, error.reason
+        except Exception as error:
+            return index, None, f"cannot decode ({type(error).__name__}: {error})"
+
+
+def prepare(image: Image.Image, preprocess: PreprocessConfig) -> np.ndarray:
+    """Resize + centre-crop to the model's input (uint8 H x W x 3); normalised later, batched."""
+    return resize_center_crop(
+        image.convert("RGB"), preprocess.resize, preprocess.image_size, preprocess.interpolation
+    )

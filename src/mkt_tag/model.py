@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mkt_tag.config import STREAMS, ModelConfig
+from mkt_tag.config import STREAMS, ModelConfig, PreprocessConfig
 from mkt_tag.errors import LabelFileError, ModelError
 from mkt_tag.prompts import PromptContext, Tokenizer, text_tower
 
@@ -46,6 +46,15 @@ class Scores:
     global_: torch.Tensor
     local: torch.Tensor
     fused: torch.Tensor
+
+
+def normalise_pixels(
+    images: torch.Tensor, preprocess: PreprocessConfig, dtype: torch.dtype
+) -> torch.Tensor:
+    """uint8 B x 3 x H x W pixels -> the model's normalised input (the checkpoint's mean/std)."""
+    mean = torch.tensor(preprocess.mean, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(preprocess.std, device=images.device).view(1, 3, 1, 1)
+    return ((images.float() / 255.0 - mean) / std).to(dtype)
 
 
 def local_scores(patches: torch.Tensor, labels: torch.Tensor, top_k: int) -> torch.Tensor:

@@ -16,7 +16,8 @@ from xml.parsers import expat
 
 from mkt_tag import __version__
 from mkt_tag.errors import InputFileError, OutputError
-from mkt_tag.outputs import MalformedFileError, Tag, atomic_write_text, label_and_score, write_error
+from mkt_tag.files import atomic_write_text, write_error
+from mkt_tag.results import MalformedFileError, Tag, label_and_score
 
 SIDECAR_FORMATS = ("json", "txt", "xmp")
 SIDECAR_NAMINGS = ("full", "stem")

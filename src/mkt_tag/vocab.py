@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mkt_tag.errors import LabelFileError
+from mkt_tag.files import atomic_write_text
 
 _SPACES = re.compile(r"\s+")
 LIST_SEPARATOR = "|"
@@ -71,8 +72,8 @@ def _clean(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-def _read_text(path: Path) -> str:
-    """A UTF-8 text file, with clear errors for everything a user can get wrong."""
+def read_text(path: Path) -> str:
+    """A UTF-8 text file (vocabulary, thresholds), with clear errors for what users get wrong."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError as error:
@@ -92,7 +93,7 @@ def _read_text(path: Path) -> str:
     return text
 
 
-def _content_lines(text: str) -> list[tuple[int, str]]:
+def content_lines(text: str) -> list[tuple[int, str]]:
     """(line number, text) of the lines that are not blank or comments."""
     return [
         (number, line)
@@ -134,7 +135,7 @@ def _table_entries(path: Path, lines: list[tuple[int, str]]) -> list[Entry]:
         cells = dict(zip(header, row, strict=False))
         threshold = None
         if cells.get("threshold", "").strip():
-            threshold = _threshold(path, number, cells["threshold"])
+            threshold = parse_threshold(path, number, cells["threshold"])
         entries.append(
             Entry(
                 _clean(cells.get("label", "")),
@@ -147,7 +148,7 @@ def _table_entries(path: Path, lines: list[tuple[int, str]]) -> list[Entry]:
     return entries
 
 
-def _threshold(path: Path, number: int, value: str) -> float:
+def parse_threshold(path: Path, number: int, value: str) -> float:
     try:
         threshold = float(value)
     except ValueError:
@@ -160,7 +161,7 @@ def _threshold(path: Path, number: int, value: str) -> float:
 def read_entries(path: str | Path) -> list[Entry]:
     """Every entry as written (duplicates and empty labels included), for checking."""
     path = Path(path)
-    lines = _content_lines(_read_text(path))
+    lines = content_lines(read_text(path))
     if is_table(path):
         return _table_entries(path, lines)
     return [Entry(_clean(line), line=number) for number, line in lines]
@@ -188,21 +189,6 @@ def read_labels(path: str | Path) -> Vocabulary:
     if not vocab.entries:
         raise LabelFileError(path, "no labels (the file is empty or only has comments)")
     return vocab
-
-
-def read_thresholds(path: str | Path) -> dict[str, float]:
-    """Per-label thresholds from ``label<TAB>threshold`` lines, keyed by ``normalise(label)``."""
-    path = Path(path)
-    thresholds: dict[str, float] = {}
-    for number, line in _content_lines(_read_text(path)):
-        label, sep, value = line.strip().rpartition("\t")
-        if not sep:
-            raise LabelFileError(path, f"line {number}: expected 'label<TAB>threshold'")
-        threshold = _threshold(path, number, value)
-        thresholds[normalise(label)] = threshold
-    if not thresholds:
-        raise LabelFileError(path, "no thresholds (the file is empty or only has comments)")
-    return thresholds
 
 
 # --- checking -------------------------------------------------------------------------------
@@ -272,10 +258,8 @@ def _line_label(path: Path, line: str) -> str | None:
 
 def add(path: str | Path, labels: Sequence[str]) -> tuple[list[str], list[str]]:
     """Append labels not already there: (added, already present). Creates a missing .txt."""
-    from mkt_tag.outputs import atomic_write_text
-
     path = Path(path)
-    text = _read_text(path) if path.exists() else ""
+    text = read_text(path) if path.exists() else ""
     if not text and is_table(path):
         text = "label\n"
     present = {normalise(e.label) for e in read_entries(path)} if path.exists() else set()
@@ -303,10 +287,8 @@ def add(path: str | Path, labels: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def remove(path: str | Path, labels: Sequence[str]) -> tuple[list[str], list[str]]:
     """Remove labels (any case or spacing): (removed, not found). Comments and order stay."""
-    from mkt_tag.outputs import atomic_write_text
-
     path = Path(path)
-    text = _read_text(path)
+    text = read_text(path)
     wanted = {normalise(label): label for label in labels}
     lines = text.splitlines(keepends=True)
     header_seen = not is_table(path)

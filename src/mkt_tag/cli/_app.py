@@ -1,12 +1,11 @@
 """The Typer app, its consoles, and what every command shares.
 
-The CLI parses, calls the library and prints. It imports torch only inside commands, so that
-`mkt-tag --help` answers at once.
+The CLI parses, calls the library and prints. It imports torch only inside commands (the
+choice lists come from torch-free modules), so that `mkt-tag --help` answers at once.
 """
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +14,7 @@ from rich.console import Console
 from rich.text import Text
 
 from mkt_tag import __version__
+from mkt_tag.devices import Device, Precision
 from mkt_tag.errors import EXIT_ERROR
 
 app = typer.Typer(
@@ -31,27 +31,6 @@ out = Console(highlight=False, soft_wrap=True)
 
 CACHE_HELP = "Model cache folder [default: $MKT_TAG_CACHE or the user cache folder]."
 MODEL_HELP = "Checkpoint folder or backbone id (see `mkt-tag models`)."
-
-
-# Choices mirror mkt_tag.tagger, not imported here: `mkt-tag --help` should not import torch.
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-
-
-class Streams(str, Enum):
-    both = "both"
-    global_ = "global"
-    local = "local"
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
 
 
 # Options several commands share, declared once.

@@ -14,9 +14,9 @@ from rich.text import Text
 from mkt_tag.cli._app import err, out
 
 if TYPE_CHECKING:
-    from mkt_tag.evaluation import EvalReport
-    from mkt_tag.metrics import PRF
-    from mkt_tag.thresholds import HeldOutCheck
+    from mkt_tag.evaluate.calibration import HeldOutCheck
+    from mkt_tag.evaluate.metrics import PRF
+    from mkt_tag.evaluate.report import EvalReport
 
 
 def percent(value: float | None) -> str:

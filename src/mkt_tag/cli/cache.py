@@ -45,7 +45,7 @@ def info(cache_dir: CacheDirOption = None) -> None:
 
         mkt-tag cache info
     """
-    from mkt_tag.caches import FEATURES_FILE, LABELS_FILE, FeatureCache, LabelCache
+    from mkt_tag.tagging.caches import FEATURES_FILE, LABELS_FILE, FeatureCache, LabelCache
 
     root = hub.cache_dir(cache_dir)
     table = Table("part", "entries", "disk", "notes", title=f"cache: {root}", title_justify="left")
@@ -92,7 +92,7 @@ def clear(
     """
     import shutil
 
-    from mkt_tag.caches import FEATURES_FILE, LABELS_FILE
+    from mkt_tag.tagging.caches import FEATURES_FILE, LABELS_FILE
 
     root = hub.cache_dir(cache_dir)
     names = (

@@ -15,12 +15,9 @@ from mkt_tag.cli._app import (
     MODEL_HELP,
     BatchSizeOption,
     CacheDirOption,
-    Device,
     DeviceOption,
     ParallelOption,
-    Precision,
     PrecisionOption,
-    Streams,
     WorkersOption,
     app,
     err,
@@ -29,12 +26,14 @@ from mkt_tag.cli._app import (
     warn,
 )
 from mkt_tag.cli._eval_tables import print_check, print_table
-from mkt_tag.config import DEFAULT_BACKBONE
+from mkt_tag.config import DEFAULT_BACKBONE, Streams
+from mkt_tag.devices import Device, Precision
 from mkt_tag.errors import EXIT_PARTIAL, EXIT_USAGE, LabelFileError, MktTagError
 
 if TYPE_CHECKING:
-    from mkt_tag.evaluation import EvalReport, ScoreSet
-    from mkt_tag.thresholds import HeldOutCheck
+    from mkt_tag.evaluate.calibration import HeldOutCheck
+    from mkt_tag.evaluate.report import EvalReport
+    from mkt_tag.evaluate.scores import ScoreSet
 
 METRICS_FILE = "metrics.json"
 PER_LABEL_FILE = "per_label.csv"
@@ -133,9 +132,10 @@ def evaluate(
         mkt-tag eval --data test.csv --labels all.txt --unseen unseen.txt \\
             --model runs/mine/best --out eval/ --calibrate thresholds.tsv
     """
-    from mkt_tag import evaluation
+    from mkt_tag.evaluate import report as report_module
+    from mkt_tag.evaluate import scores as evaluation
 
-    ks = list(dict.fromkeys(k or evaluation.DEFAULT_KS))
+    ks = list(dict.fromkeys(k or report_module.DEFAULT_KS))
     _check_options(
         data, labels, scores_file, save_scores, calibrate, target_precision, calibrate_fraction
     )
@@ -167,7 +167,7 @@ def evaluate(
             if save_scores is not None:
                 evaluation.save_scores(save_scores, scores)
                 out.print(f"wrote {save_scores} (scores of {len(scores)} images)")
-        report = evaluation.evaluate(scores, ks, reference=reference_map)
+        report = report_module.evaluate(scores, ks, reference=reference_map)
         report.source = str(scores_file if scores_file is not None else data)
         report.failed_images = failures
         print_table(report)
@@ -238,7 +238,8 @@ def _saved_scores(path: Path, labels: Path | None, unseen: Path | None) -> Score
     """A scores file, checked against --labels and with --unseen applied when given."""
     import numpy as np
 
-    from mkt_tag import evaluation, vocab
+    from mkt_tag import vocab
+    from mkt_tag.evaluate import scores as evaluation
 
     scores = evaluation.load_scores(path)
     if labels is not None:
@@ -279,9 +280,9 @@ def _run_model(
     """Score the data with the model: (scores of the readable images, how many failed)."""
     import numpy as np
 
-    from mkt_tag import data as datasets
-    from mkt_tag import evaluation, vocab
-    from mkt_tag.tagger import Tagger
+    from mkt_tag import datasets, vocab
+    from mkt_tag.evaluate import scores as evaluation
+    from mkt_tag.tagging.tagger import Tagger
 
     vocabulary = vocab.read_labels(labels)
     for line in vocabulary.warnings:
@@ -335,12 +336,13 @@ def _calibrate(
 ) -> HeldOutCheck | None:
     """Report thresholds chosen on part of the images on the rest, then write thresholds
     chosen on all of them."""
-    from mkt_tag import calibration, thresholds
+    from mkt_tag import thresholds
+    from mkt_tag.evaluate import calibration
 
     check = None
     if fraction > 0:
         try:
-            check = thresholds.check_calibration(
+            check = calibration.check_calibration(
                 scores, fraction, target_precision, min_positives, ks
             )
         except ValueError as error:
@@ -363,7 +365,7 @@ def _calibrate(
         f"model: {scores.model or 'unknown'}\n"
         f"labels with < {min_positives} positives: the best global threshold"
     )
-    written = thresholds.write_thresholds(path, scores.labels, chosen, comment)
+    written = calibration.write_calibration(path, scores.labels, chosen, comment)
     parts = [f"{written.calibrated} calibrated"]
     if written.unreachable:
         parts.append(f"{written.unreachable} cannot reach precision {target_precision}")
@@ -380,14 +382,15 @@ def _calibrate(
 
 
 def _write_outputs(folder: Path, report: EvalReport, scores: ScoreSet) -> None:
-    from mkt_tag import evaluation, plots
     from mkt_tag.errors import OutputError
+    from mkt_tag.evaluate import plots
+    from mkt_tag.evaluate import report as report_module
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutputError(f"{folder}: cannot create the folder ({error.strerror})") from None
-    evaluation.write_metrics(folder / METRICS_FILE, report)
-    evaluation.write_per_label(folder / PER_LABEL_FILE, report)
+    report_module.write_metrics(folder / METRICS_FILE, report)
+    report_module.write_per_label(folder / PER_LABEL_FILE, report)
     plots.write_report_png(folder / REPORT_FILE, report, scores)
     out.print(f"wrote {folder}: {METRICS_FILE}, {PER_LABEL_FILE}, {REPORT_FILE}")

@@ -48,7 +48,7 @@ def import_reference(
         mkt-tag import-reference --stage1 first_stage.pth --stage2 second_stage.pth \\
             --out mkt-nus-wide --labels nus_wide_1006.txt
     """
-    from mkt_tag import reference
+    from mkt_tag import paper_checkpoints as reference
 
     try:
         with (

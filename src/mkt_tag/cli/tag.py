@@ -24,10 +24,8 @@ from mkt_tag.cli._app import (
     MODEL_HELP,
     BatchSizeOption,
     CacheDirOption,
-    Device,
     DeviceOption,
     ParallelOption,
-    Precision,
     PrecisionOption,
     WorkersOption,
     app,
@@ -36,12 +34,13 @@ from mkt_tag.cli._app import (
     warn,
 )
 from mkt_tag.config import DEFAULT_BACKBONE
+from mkt_tag.devices import Device, Precision
 from mkt_tag.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE, MktTagError
-from mkt_tag.outputs import TagResult
+from mkt_tag.results import TagResult
 
 if TYPE_CHECKING:
-    from mkt_tag.tagger import LabelSet, Tagger
-    from mkt_tag.tagjob import JobReport, TagJob
+    from mkt_tag.tagging.job import JobReport, TagJob
+    from mkt_tag.tagging.tagger import LabelSet, Tagger
 
 
 class Sidecar(str, Enum):
@@ -147,8 +146,10 @@ def tag(
 
         mkt-tag tag ~/Photos -r --labels my_labels.txt --sidecar xmp
     """
-    from mkt_tag import tagjob, vocab
-    from mkt_tag.tagger import Selection, Tagger
+    from mkt_tag import vocab
+    from mkt_tag.tagging import job as tagjob
+    from mkt_tag.tagging.selection import selection_for
+    from mkt_tag.tagging.tagger import Tagger
 
     if sum([skip_existing, overwrite, append]) > 1:
         raise fail("choose one of --skip-existing, --overwrite and --append", EXIT_USAGE)
@@ -159,19 +160,9 @@ def tag(
         vocabulary = vocab.read_labels(labels)
         for warning in vocabulary.warnings:
             warn(warning)
-        from_file = vocab.read_thresholds(thresholds) if thresholds else {}
-        per_label = {**vocabulary.thresholds, **from_file} or None
-        if from_file:
-            known = {vocab.normalise(lab) for lab in vocabulary.labels}
-            unknown = sorted(set(from_file) - known)
-            if unknown:
-                warn(
-                    f"{thresholds}: {len(unknown)} label(s) not in {labels} ignored, "
-                    f"e.g. {unknown[0]!r}"
-                )
-        if top_k is None and threshold is None and per_label is None:
-            top_k = 5
-        selection = Selection(top_k=top_k, threshold=threshold, thresholds=per_label)
+        selection, notes = selection_for(vocabulary, top_k, threshold, thresholds)
+        for note in notes:
+            warn(note)
         with (
             err.status("loading model", spinner="dots")
             if err.is_terminal and not quiet
@@ -213,7 +204,7 @@ def _run_job(
     job: TagJob, tagger: Tagger, labelset: LabelSet, quiet: bool, to_stdout: bool
 ) -> JobReport | None:
     """Drive a tag job with a progress bar; the report, or None when interrupted."""
-    from mkt_tag import tagjob
+    from mkt_tag.tagging import job as tagjob
 
     started = time.perf_counter()
     with _progress(quiet) as progress:

@@ -13,11 +13,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from mkt_tag.cli._app import Device, Streams, app, err, fail, out, warn
+from mkt_tag.cli._app import app, err, fail, out, warn
+from mkt_tag.config import Streams
+from mkt_tag.devices import Device
 from mkt_tag.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, MktTagError
 
 if TYPE_CHECKING:
-    from mkt_tag.train_config import TrainConfig
+    from mkt_tag.train.settings import TrainConfig
 
 COMMAND_LINE = "command line"  # where flag values come from, in messages
 
@@ -206,7 +208,7 @@ def train(
 
         mkt-tag train --data train.csv --labels seen.txt --out runs/mine --epochs 5
     """
-    from mkt_tag import train_config
+    from mkt_tag.train import settings as train_config
 
     values = dict(locals())
     names = {"out_dir": "out", "images": "images_root"}
@@ -227,7 +229,7 @@ def train(
 
 
 def _settings(flags: dict[str, Any], config: Path | None, resume: Path | None) -> TrainConfig:
-    from mkt_tag import train_config
+    from mkt_tag.train import settings as train_config
 
     if resume is not None:
         extra = sorted(set(flags) - set(train_config.RESUME_SETTINGS))
@@ -256,9 +258,8 @@ def _settings(flags: dict[str, Any], config: Path | None, resume: Path | None) -
 
 
 def _run(settings: TrainConfig) -> None:
-    from mkt_tag import data as datasets
-    from mkt_tag import vocab
-    from mkt_tag.trainer import Trainer
+    from mkt_tag import datasets, vocab
+    from mkt_tag.train.trainer import Trainer
 
     main = _main_process()
     try:

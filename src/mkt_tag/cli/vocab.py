@@ -10,9 +10,7 @@ from rich.table import Table
 from mkt_tag.cli._app import (
     MODEL_HELP,
     CacheDirOption,
-    Device,
     DeviceOption,
-    Precision,
     PrecisionOption,
     app,
     err,
@@ -21,6 +19,7 @@ from mkt_tag.cli._app import (
     warn,
 )
 from mkt_tag.config import DEFAULT_BACKBONE, DEFAULT_TEMPLATE
+from mkt_tag.devices import Device, Precision
 from mkt_tag.errors import EXIT_ERROR, MktTagError
 
 vocab_app = typer.Typer(
@@ -193,7 +192,7 @@ def embed(
         mkt-tag vocab embed my_labels.txt --model runs/mine/best
     """
     from mkt_tag import vocab
-    from mkt_tag.tagger import Tagger
+    from mkt_tag.tagging.tagger import Tagger
 
     try:
         vocabulary = vocab.read_labels(file)

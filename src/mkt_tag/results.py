@@ -1,0 +1,264 @@
+"""Tagging results: ``Tag`` and ``TagResult``, the combined results file, resumable runs.
+
+Results files are ``.csv``, ``.json`` or ``.jsonl``, written atomically (``files.py``). The
+combined file of a run is built through a journal, which makes interrupted runs resumable.
+Per-image sidecars are in ``sidecars.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mkt_tag.errors import InputFileError, OutputError
+from mkt_tag.files import atomic_write_text, write_error
+
+RESULTS_SUFFIXES = (".csv", ".json", ".jsonl")
+SCORE_DECIMALS = 4  # more digits are noise for a confidence, and make files twice as long
+LABEL_SEPARATOR = "|"  # between labels (and between scores) in a CSV cell
+
+
+class MalformedFileError(ValueError):
+    """An existing file we were asked to read or merge into has unexpected content."""
+
+
+@dataclass(frozen=True)
+class Tag:
+    """One label assigned to an image, with the model's confidence (0..1)."""
+
+    label: str
+    score: float
+
+
+@dataclass
+class TagResult:
+    """All tags of one image, highest score first."""
+
+    path: Path
+    tags: list[Tag] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        # Ties are broken by label so equal scores give the same file on every run.
+        self.tags = sorted(self.tags, key=lambda tag: (-tag.score, tag.label))
+
+
+def _to_record(result: TagResult) -> dict[str, Any]:
+    # Sorting on the rounded score makes the bytes depend only on what is written, so a
+    # result read back from a file serialises exactly as the original did.
+    rounded = [(tag.label, round(tag.score, SCORE_DECIMALS)) for tag in result.tags]
+    rounded.sort(key=lambda item: (-item[1], item[0]))
+    tags = [{"label": label, "score": score} for label, score in rounded]
+    return {"path": str(result.path), "tags": tags}
+
+
+def _from_record(record: Any) -> TagResult:
+    if not (
+        isinstance(record, dict)
+        and isinstance(record.get("path"), str)
+        and isinstance(record.get("tags"), list)
+    ):
+        raise MalformedFileError('expected objects like {"path": ..., "tags": [...]}')
+    tags = []
+    for item in record["tags"]:
+        label, score = label_and_score(item)
+        if score is None:
+            raise MalformedFileError(f"tag {label!r} has no score")
+        tags.append(Tag(label, score))
+    return TagResult(Path(record["path"]), tags)
+
+
+def label_and_score(item: Any) -> tuple[str, float | None]:
+    """Accept {"label": ..., "score": ...}, a score-less {"label": ...} or a bare string."""
+    if isinstance(item, str):
+        return item, None
+    if isinstance(item, dict) and isinstance(item.get("label"), str):
+        score = item.get("score")
+        if score is None or (isinstance(score, int | float) and not isinstance(score, bool)):
+            return item["label"], score
+    raise MalformedFileError(f'expected tags like {{"label": ..., "score": ...}}, got {item!r}')
+
+
+def _results_suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in RESULTS_SUFFIXES:
+        accepted = ", ".join(RESULTS_SUFFIXES)
+        raise OutputError(f"{path}: unknown results format {suffix!r} (use {accepted})")
+    return suffix
+
+
+def write_results(path: Path, results: list[TagResult]) -> None:
+    """Atomically write ``results``, in the given order, as ``.csv``, ``.json`` or ``.jsonl``
+    (chosen by the extension of ``path``)."""
+    path = Path(path)
+    suffix = _results_suffix(path)
+    records = [_to_record(result) for result in results]
+    if suffix == ".json":
+        text = json.dumps(records, ensure_ascii=False, indent=2) + "\n"
+    elif suffix == ".jsonl":
+        text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    else:
+        _check_csv_labels(path, results)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["path", "tags", "scores"])
+        for record in records:
+            labels = LABEL_SEPARATOR.join(tag["label"] for tag in record["tags"])
+            scores = LABEL_SEPARATOR.join(
+                f"{tag['score']:.{SCORE_DECIMALS}f}" for tag in record["tags"]
+            )
+            writer.writerow([record["path"], labels, scores])
+        text = buffer.getvalue()
+    atomic_write_text(path, text)
+
+
+def _check_csv_labels(path: Path, results: list[TagResult]) -> None:
+    labels = (tag.label for result in results for tag in result.tags)
+    if (bad := next((label for label in labels if LABEL_SEPARATOR in label), None)) is not None:
+        raise OutputError(
+            f"{path}: label {bad!r} contains {LABEL_SEPARATOR!r}, which separates labels in "
+            "CSV output; write .json or .jsonl instead"
+        )
+
+
+def read_results(path: Path) -> list[TagResult]:
+    """Read a results file written by :func:`write_results`.
+
+    Raises:
+        InputFileError: the file is missing, unreadable or not in the expected layout.
+    """
+    path = Path(path)
+    suffix = _results_suffix(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        if suffix == ".json":
+            records = json.loads(text)
+            if not isinstance(records, list):
+                raise MalformedFileError("expected a JSON array")
+            return [_from_record(record) for record in records]
+        if suffix == ".jsonl":
+            return [_from_record(json.loads(line)) for line in text.splitlines() if line.strip()]
+        return _results_from_csv(text)
+    except OSError as error:
+        raise InputFileError(path, (error.strerror or str(error)).lower()) from None
+    except (ValueError, UnicodeDecodeError) as error:  # includes JSON and MalformedFileError
+        raise InputFileError(path, f"malformed results file ({error})") from None
+
+
+def _results_from_csv(text: str) -> list[TagResult]:
+    reader = csv.reader(io.StringIO(text))
+    if next(reader, None) != ["path", "tags", "scores"]:
+        raise MalformedFileError("expected the header path,tags,scores")
+    results = []
+    for row in reader:
+        if len(row) != 3:
+            raise MalformedFileError(f"expected 3 columns, got {row!r}")
+        labels = row[1].split(LABEL_SEPARATOR) if row[1] else []
+        scores = [float(score) for score in row[2].split(LABEL_SEPARATOR)] if row[2] else []
+        if len(labels) != len(scores):
+            raise MalformedFileError(f"{len(labels)} tags but {len(scores)} scores in {row!r}")
+        tags = [Tag(label, score) for label, score in zip(labels, scores, strict=True)]
+        results.append(TagResult(Path(row[0]), tags))
+    return results
+
+
+class ResultsFile:
+    """The combined results file of a run that can be killed at any moment and resumed.
+
+    Results are appended to a journal (``<output>.partial.jsonl``, fsynced per call) and
+    the output itself is only written, atomically and sorted by path, by :meth:`finish`.
+    So the output is either absent/old or complete, and a resumed run ends with exactly
+    the file an uninterrupted run would have written. Results are keyed by ``str(path)``.
+
+    Example:
+        results = ResultsFile(Path("tags.csv"), overwrite=False)
+        todo = [image for image in images if str(image) not in results.done()]
+        for batch in tag_in_batches(todo):
+            results.add(batch)
+        results.finish()
+    """
+
+    def __init__(self, path: Path, overwrite: bool = False) -> None:
+        """Open ``path`` for this run. Unless ``overwrite``, the results of an existing
+        complete output are kept; a journal left by an interrupted run is always resumed.
+
+        Raises:
+            OutputError: unknown extension, or an existing output/journal is unreadable.
+        """
+        self.path = Path(path)
+        _results_suffix(self.path)
+        self.journal_path = self.path.with_name(self.path.name + ".partial.jsonl")
+        self._results: dict[str, TagResult] = {}
+        if not overwrite and self.path.exists():
+            try:
+                previous = read_results(self.path)
+            except InputFileError as error:
+                raise OutputError(
+                    f"{error}; delete it or overwrite it to start from scratch"
+                ) from None
+            self._results.update((str(result.path), result) for result in previous)
+        self._results.update((str(result.path), result) for result in self._recover_journal())
+
+    def _recover_journal(self) -> list[TagResult]:
+        try:
+            data = self.journal_path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as error:
+            raise write_error(self.journal_path, error) from None
+        complete, _, torn = data.rpartition(b"\n")
+        if torn:
+            # The kill interrupted a write: drop the fragment, so the next record starts
+            # on a line of its own instead of being glued to it.
+            try:
+                os.truncate(self.journal_path, len(data) - len(torn))
+            except OSError as error:
+                raise write_error(self.journal_path, error) from None
+        recovered = []
+        for number, line in enumerate(complete.split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                recovered.append(_from_record(json.loads(line)))
+            except ValueError as error:
+                raise OutputError(
+                    f"{self.journal_path}: line {number} is corrupt ({error}); delete the "
+                    "file to redo the interrupted run's images"
+                ) from None
+        return recovered
+
+    def done(self) -> dict[str, TagResult]:
+        """The results recorded so far (previous output, journal, this run), by path."""
+        return dict(self._results)
+
+    def add(self, results: list[TagResult]) -> None:
+        """Record ``results`` durably in the journal (a later result for a path wins)."""
+        if not results:
+            return
+        if self.path.suffix.lower() == ".csv":  # fail now, not after hours of tagging
+            _check_csv_labels(self.path, results)
+        lines = "".join(
+            json.dumps(_to_record(result), ensure_ascii=False) + "\n" for result in results
+        )
+        try:
+            with self.journal_path.open("a", encoding="utf-8") as journal:
+                journal.write(lines)
+                journal.flush()
+                os.fsync(journal.fileno())
+        except OSError as error:
+            raise write_error(self.journal_path, error) from None
+        self._results.update((str(result.path), result) for result in results)
+
+    def finish(self) -> None:
+        """Write the output atomically from every recorded result, sorted by path, and
+        delete the journal."""
+        write_results(self.path, [self._results[key] for key in sorted(self._results)])
+        try:
+            self.journal_path.unlink(missing_ok=True)
+        except OSError as error:
+            raise write_error(self.journal_path, error) from None

@@ -1,0 +1,242 @@
+"""The Python API: load a model, tag images with any labels.
+
+>>> from mkt_tag import Tagger
+>>> tagger = Tagger.load("ViT-B-16:openai")
+>>> tagger.tag(["photo.jpg"], ["dog", "beach", "sunset"], top_k=2)
+[TagResult(path=PosixPath('photo.jpg'), tags=[Tag(label='beach', score=0.11), ...])]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mkt_tag import checkpoints, hub
+from mkt_tag.config import DEFAULT_BACKBONE, PreprocessConfig
+from mkt_tag.devices import pick_device, pick_dtype
+from mkt_tag.errors import ImageLoadError
+from mkt_tag.files import digest
+from mkt_tag.images import Decoded, ImageFiles, load_image, prepare
+from mkt_tag.model import MKT, ImageFeatures, normalise_pixels
+from mkt_tag.results import TagResult
+from mkt_tag.tagging.batches import default_parallel, default_workers, plan_batches, run_batches
+from mkt_tag.tagging.caches import FeatureCache, LabelCache, open_caches
+from mkt_tag.tagging.label_embeddings import LabelSet, embed
+from mkt_tag.tagging.selection import Selection, select
+from mkt_tag.vocab import Entry
+
+
+@dataclass
+class ScoredBatch:
+    """One batch of ``Tagger.score_files``: which paths were scored, their scores, failures."""
+
+    indices: list[int]  # positions in the paths given
+    scores: np.ndarray  # len(indices) x labels
+    failed: list[ImageLoadError]
+
+
+class Tagger:
+    """An MKT model on a device, ready to score images against any labels."""
+
+    def __init__(
+        self,
+        model: MKT,
+        device: str = "auto",
+        precision: str = "auto",
+        label_cache: LabelCache | None = None,
+        feature_cache: FeatureCache | None = None,
+    ) -> None:
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(precision, self.device)
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        pre = model.config.preprocess
+        # Caches only work for models whose weights are known by a fingerprint.
+        known = bool(model.fingerprint)
+        self.label_cache = label_cache if known else None
+        self.feature_cache = feature_cache if known else None
+        where = [str(self.dtype), self.device.type]
+        prompt = [t.detach().float().cpu().numpy().tobytes() for t in model.prompt.parameters()]
+        self.text_key = digest(model.fingerprint, "text", model.config.template, *prompt, *where)
+        self.image_key = digest(model.fingerprint, "image", dataclasses.asdict(pre), *where)
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Path = DEFAULT_BACKBONE,
+        device: str = "auto",
+        precision: str = "auto",
+        cache_dir: str | Path | None = None,
+        download: bool = True,
+        feature_cache: bool = False,
+    ) -> Tagger:
+        """Load a checkpoint directory or backbone id (``ViT-B-16:openai``, ``hf-hub:...``).
+
+        Label embeddings are cached in the cache folder; image features too with
+        ``feature_cache`` (about 200 KB per image for ViT-B/16).
+        """
+        root = hub.cache_dir(cache_dir)
+        labels, features = open_caches(root, feature_cache)
+        return cls(checkpoints.load(model, root, download), device, precision, labels, features)
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return self.model.config.preprocess
+
+    def embed_labels(self, labels: Sequence[str | Entry], source: str = "labels") -> LabelSet:
+        """Encode labels (or vocabulary entries) once; reuse the result for many images."""
+        return embed(self.model, labels, self.label_cache, self.text_key, source)
+
+    def _as_labelset(self, labels: Sequence[str] | LabelSet) -> LabelSet:
+        return labels if isinstance(labels, LabelSet) else self.embed_labels(labels)
+
+    def score_arrays(self, arrays: Sequence[np.ndarray], labels: LabelSet) -> np.ndarray:
+        """Per-label scores (N x L) for preprocessed uint8 images."""
+        return self._forward(arrays, labels)[0]
+
+    @torch.inference_mode()
+    def _forward(
+        self, arrays: Sequence[np.ndarray], labels: LabelSet
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores, and with the feature cache on the float16 features to store in it.
+
+        With the cache on, features are scored as stored, so a cached re-run gives exactly the
+        same tags; without it they are scored unrounded. Safe to call from several threads.
+        """
+        batch = torch.from_numpy(np.stack(arrays)).to(self.device).permute(0, 3, 1, 2)
+        batch = normalise_pixels(batch, self.preprocess, self.dtype)
+        features = self.model.encode_images(batch)
+        if self.feature_cache is None:
+            return self.score_features(features, labels), None
+        tokens = torch.cat([features.global_[:, None], features.patches], dim=1)
+        rows = tokens.to(torch.float16).cpu().numpy()
+        return self._score_cached(list(rows), labels), rows
+
+    @torch.inference_mode()
+    def score_features(self, features: ImageFeatures, labels: LabelSet) -> np.ndarray:
+        """Per-label scores (N x L) from projected image features."""
+        candidates = self.model.score(features, labels.embeddings).fused.float().cpu().numpy()
+        return labels.label_scores(candidates)
+
+    def _score_cached(self, tokens: Sequence[np.ndarray], labels: LabelSet) -> np.ndarray:
+        stacked = torch.from_numpy(np.stack(tokens)).to(self.device).float()
+        return self.score_features(ImageFeatures(stacked[:, 0], stacked[:, 1:]), labels)
+
+    def scores(
+        self,
+        images: Sequence[Image.Image | str | Path],
+        labels: Sequence[str] | LabelSet,
+        batch_size: int = 16,
+    ) -> np.ndarray:
+        """Per-label scores (N x L) for PIL images or paths; a bad path raises ImageLoadError.
+
+        A list of paths alone takes ``score_files`` (parallel batches), as the CLI does.
+        """
+        labelset = self._as_labelset(labels)
+        paths = [Path(im) for im in images if not isinstance(im, Image.Image)]
+        if images and len(paths) == len(images):
+            return self._score_paths(paths, labelset, batch_size)
+        min_side = 2 * self.preprocess.resize
+        out = []
+        for start in range(0, len(images), batch_size):
+            chunk = [
+                im if isinstance(im, Image.Image) else load_image(Path(im), min_side)
+                for im in images[start : start + batch_size]
+            ]
+            out.append(self.score_arrays([prepare(im, self.preprocess) for im in chunk], labelset))
+        return np.concatenate(out) if out else np.zeros((0, len(labelset.labels)), np.float32)
+
+    def _score_paths(self, paths: list[Path], labels: LabelSet, batch_size: int) -> np.ndarray:
+        """``scores`` for files through the CLI's pipeline; the first bad file is raised."""
+        out = np.zeros((len(paths), len(labels.labels)), np.float32)
+        for batch in self.score_files(paths, labels, batch_size):
+            if batch.failed:
+                raise batch.failed[0]
+            out[batch.indices] = batch.scores
+        return out
+
+    def tag(
+        self,
+        images: Sequence[Image.Image | str | Path],
+        labels: Sequence[str] | LabelSet,
+        top_k: int | None = 5,
+        threshold: float | None = None,
+    ) -> list[TagResult]:
+        """Tags for each image (paths or PIL images; a PIL image gets the path "<image N>")."""
+        labelset = self._as_labelset(labels)
+        scores = self.scores(images, labelset)
+        tags = select(scores, labelset.labels, Selection(top_k, threshold))
+        return [
+            TagResult(Path(im) if not isinstance(im, Image.Image) else Path(f"<image {i}>"), t)
+            for i, (im, t) in enumerate(zip(images, tags, strict=True))
+        ]
+
+    def score_files(
+        self,
+        paths: Sequence[Path],
+        labels: LabelSet,
+        batch_size: int = 16,
+        workers: int | None = None,
+        parallel: int | None = None,
+    ) -> Iterator[ScoredBatch]:
+        """Score files batch by batch, in order; a bad file never stops the run.
+
+        ``parallel`` batches run at once (default: ``default_parallel``), each decoded by
+        its own thread or by ``workers`` processes (default: ``default_workers``); see
+        ``mkt_tag.tagging.batches``. Images in the feature cache come first and skip decoding and
+        the image model. Every path appears in exactly one batch, scored or failed.
+        """
+        cached = self.feature_cache.get(self.image_key, paths) if self.feature_cache else {}
+        hits = sorted(cached)
+        for start in range(0, len(hits), batch_size):
+            chunk = hits[start : start + batch_size]
+            yield ScoredBatch(chunk, self._score_cached([cached[i] for i in chunk], labels), [])
+        todo = [index for index in range(len(paths)) if index not in cached]
+        if not todo:
+            return
+        on_cpu = self.device.type == "cpu"
+        parallel = default_parallel(on_cpu) if parallel is None else parallel
+        workers = default_workers(len(todo), batch_size, on_cpu) if workers is None else workers
+        files = ImageFiles([paths[i] for i in todo], self.preprocess)
+
+        def score(items: list[Decoded]) -> tuple[ScoredBatch, np.ndarray | None]:
+            good = [(todo[i], array) for i, array, _ in items if array is not None]
+            failed = [
+                ImageLoadError(paths[todo[i]], reason or "cannot read")
+                for i, array, reason in items
+                if array is None
+            ]
+            scores, tokens = (
+                self._forward([array for _, array in good], labels)
+                if good
+                else (np.zeros((0, len(labels.labels)), np.float32), None)
+            )
+            return ScoredBatch([index for index, _ in good], scores, failed), tokens
+
+        plan = plan_batches(len(todo), batch_size, parallel)
+        for batch, tokens in run_batches(files, plan, score, parallel, workers):
+            if tokens is not None and self.feature_cache is not None:  # sqlite: this thread only
+                scored = [paths[i] for i in batch.indices]
+                self.feature_cache.put(self.image_key, zip(scored, tokens, strict=True))
+            yield batch
+
+    def tag_files(
+        self,
+        paths: Sequence[Path],
+        labels: LabelSet,
+        selection: Selection,
+        batch_size: int = 16,
+        workers: int | None = None,
+        parallel: int | None = None,
+    ) -> Iterator[TagResult | ImageLoadError]:
+        """Tag files (see ``score_files``): one TagResult or ImageLoadError per path."""
+        for batch in self.score_files(paths, labels, batch_size, workers, parallel):
+            yield from batch.failed
+            chosen = select(batch.scores, labels.labels, selection)
+            for index, image_tags in zip(batch.indices, chosen, strict=True):
+                yield TagResult(paths[index], image_tags)

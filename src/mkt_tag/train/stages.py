@@ -1,0 +1,126 @@
+"""What each MKT stage trains and computes, and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from mkt_tag.errors import MktTagError
+from mkt_tag.model import MKT, ImageFeatures, visual_blocks, visual_head, visual_tokens
+from mkt_tag.train.settings import TrainConfig
+
+
+def learning_rate(step: int, total: int, warmup: int, base: float, minimum: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then half a cosine from ``base`` to ``minimum``."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return minimum + (base - minimum) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def stage1_parameter_groups(model: MKT, config: TrainConfig) -> list[dict[str, Any]]:
+    """The last ``trainable_blocks`` blocks (layer-wise lr decay), ``ln_post`` and ``proj``.
+
+    Block ``i`` of ``L`` gets ``layer_decay ** (L - i)``; 1-D tensors and biases no weight decay.
+    """
+    visual = model.visual
+    blocks = visual.transformer.resblocks
+    n_blocks = len(blocks)
+    first = n_blocks - config.trainable_blocks
+    if not 0 <= first < n_blocks:
+        raise MktTagError(f"trainable_blocks must be 1..{n_blocks} for this backbone")
+    named: list[tuple[float, str, nn.Parameter]] = []
+    for i in range(first, n_blocks):
+        scale = config.layer_decay ** (n_blocks - i)
+        named += [
+            (scale, f"visual.transformer.resblocks.{i}.{n}", p)
+            for n, p in blocks[i].named_parameters()
+        ]
+    named += [(1.0, f"visual.ln_post.{n}", p) for n, p in visual.ln_post.named_parameters()]
+    named.append((1.0, "visual.proj", visual.proj))
+    groups: dict[tuple[float, bool], dict[str, Any]] = {}
+    for scale, name, parameter in named:
+        decay = parameter.ndim > 1 and not name.endswith(".bias")
+        group = groups.setdefault(
+            (scale, decay),
+            {
+                "params": [],
+                "lr_scale": scale,
+                "weight_decay": config.weight_decay if decay else 0.0,
+            },
+        )
+        group["params"].append(parameter)
+    return list(groups.values())
+
+
+def trainable_names(model: MKT, stage: int, config: TrainConfig) -> list[str]:
+    """State-dict names of what a stage trains (these go into a "delta" checkpoint)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    trained = []
+    if stage >= 1:
+        trained += [
+            names[id(p)] for g in stage1_parameter_groups(model, config) for p in g["params"]
+        ]
+    if stage >= 2:
+        trained += ["prompt.prefix", "prompt.suffix"]
+    return trained
+
+
+class Teacher(nn.Module):
+    """The frozen top of the starting ViT: stage 1's distillation target.
+
+    Only what stage 1 trains is copied (the top blocks, ``ln_post``, ``proj``): the blocks
+    below stay frozen, so student and teacher share their output. It is built from the
+    starting weights before a resumed run restores its trained ones.
+    """
+
+    def __init__(self, visual: Any, trainable_blocks: int) -> None:
+        super().__init__()
+        first = len(visual.transformer.resblocks) - trainable_blocks
+        self.blocks = nn.ModuleList(copy.deepcopy(b) for b in visual.transformer.resblocks[first:])
+        self.ln_post = copy.deepcopy(visual.ln_post)
+        self.proj = nn.Parameter(visual.proj.detach().clone())
+        self.batch_first = getattr(visual.transformer, "batch_first", True)
+        self.requires_grad_(False).eval()
+
+    def forward(self, shared: torch.Tensor) -> ImageFeatures:
+        x = shared if self.batch_first else shared.transpose(0, 1)
+        for block in self.blocks:
+            x = block(x)
+        return visual_head(self, x if self.batch_first else x.transpose(0, 1))
+
+
+class Stage1Net(nn.Module):
+    """Student and teacher sharing the frozen lower blocks (computed once per batch)."""
+
+    def __init__(self, model: MKT, teacher: Teacher) -> None:
+        super().__init__()
+        self.model = model
+        self.split = len(model.visual.transformer.resblocks) - len(teacher.blocks)
+        self.teacher = teacher
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        visual = self.model.visual
+        with torch.no_grad():
+            shared = visual_blocks(visual, visual_tokens(visual, images), 0, self.split)
+            teacher = self.teacher(shared)
+        student = visual_head(visual, visual_blocks(visual, shared, self.split))
+        scores = self.model.score(student, labels).fused
+        return scores, student.global_, teacher.global_
+
+
+class Stage2Net(nn.Module):
+    """Prompt context -> label embeddings -> scores of precomputed image features."""
+
+    def __init__(self, model: MKT, label_tokens: list[list[int]]) -> None:
+        super().__init__()
+        self.model = model
+        self.label_tokens = label_tokens
+
+    def forward(self, global_: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        labels = self.model.prompt.encode(self.model.clip, self.label_tokens)
+        return self.model.score(ImageFeatures(global_, patches), labels).fused

@@ -1,0 +1,189 @@
+"""Results files: layouts, round trips, resumable runs through the journal, bad files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mkt_tag.errors import InputFileError, OutputError
+from mkt_tag.results import ResultsFile, Tag, TagResult, read_results, write_results
+
+RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+DC = "http://purl.org/dc/elements/1.1/"
+
+
+def result(path: str, **scores: float) -> TagResult:
+    return TagResult(Path(path), [Tag(label, score) for label, score in scores.items()])
+
+
+RESULTS = [
+    result("photos/b.jpg", dog=0.912345, cat=0.1),
+    result("photos/a, with comma.png", **{"café": 0.5, "beach": 0.75}),
+    result("photos/nothing.gif"),
+]
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir())
+
+
+# --- combined results -----------------------------------------------------------------
+
+
+def test_tags_are_sorted_by_score() -> None:
+    tags = result("a.jpg", low=0.1, high=0.9, tie_b=0.5, tie_a=0.5).tags
+    assert [tag.label for tag in tags] == ["high", "tie_a", "tie_b", "low"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".jsonl"])
+def test_results_round_trip(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"tags{suffix}"
+    write_results(path, RESULTS)
+    back = read_results(path)
+    assert [str(item.path) for item in back] == [str(item.path) for item in RESULTS]
+    assert back[0].tags == [Tag("dog", 0.9123), Tag("cat", 0.1)]
+    assert back[1].tags == [Tag("beach", 0.75), Tag("café", 0.5)]
+    assert back[2].tags == []
+
+
+def test_csv_layout(tmp_path: Path) -> None:
+    write_results(tmp_path / "tags.csv", RESULTS)
+    assert (tmp_path / "tags.csv").read_text(encoding="utf-8") == (
+        "path,tags,scores\n"
+        "photos/b.jpg,dog|cat,0.9123|0.1000\n"
+        '"photos/a, with comma.png",beach|café,0.7500|0.5000\n'
+        "photos/nothing.gif,,\n"
+    )
+
+
+def test_json_and_jsonl_layout(tmp_path: Path) -> None:
+    write_results(tmp_path / "tags.json", RESULTS[:1])
+    write_results(tmp_path / "tags.jsonl", RESULTS[:2])
+    expected = {
+        "path": "photos/b.jpg",
+        "tags": [{"label": "dog", "score": 0.9123}, {"label": "cat", "score": 0.1}],
+    }
+    assert json.loads((tmp_path / "tags.json").read_text()) == [expected]
+    lines = (tmp_path / "tags.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2
+    assert json.loads(lines[0]) == expected
+
+
+def test_unknown_results_extension(tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match=r"tags\.xlsx: .*\.csv, \.json, \.jsonl"):
+        write_results(tmp_path / "tags.xlsx", RESULTS)
+    with pytest.raises(OutputError, match=r"tags\.txt"):
+        ResultsFile(tmp_path / "tags.txt")
+
+
+def test_csv_refuses_labels_containing_the_separator(tmp_path: Path) -> None:
+    bad = [result("a.jpg", **{"rock|pop": 0.5})]
+    with pytest.raises(OutputError, match=r"label 'rock\|pop' contains '\|'"):
+        write_results(tmp_path / "tags.csv", bad)
+    with pytest.raises(OutputError, match=r"label 'rock\|pop' contains '\|'"):
+        ResultsFile(tmp_path / "tags.csv").add(bad)
+    write_results(tmp_path / "tags.json", bad)  # fine where labels are quoted
+
+
+def test_malformed_results_file_is_an_input_file_error(tmp_path: Path) -> None:
+    (tmp_path / "tags.csv").write_text("name,labels\nx,y\n")
+    with pytest.raises(InputFileError, match="header"):
+        read_results(tmp_path / "tags.csv")
+
+
+# --- ResultsFile: kill-safe, resumable ------------------------------------------------
+
+
+BATCHES = [[RESULTS[0]], [RESULTS[1], RESULTS[2]]]
+
+
+def uninterrupted(path: Path) -> bytes:
+    results = ResultsFile(path)
+    for batch in BATCHES:
+        results.add(batch)
+    results.finish()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".jsonl"])
+def test_resumed_run_ends_with_the_same_bytes(tmp_path: Path, suffix: str) -> None:
+    (tmp_path / "clean").mkdir()
+    expected = uninterrupted(tmp_path / "clean" / f"tags{suffix}")
+    path = tmp_path / f"tags{suffix}"
+
+    first = ResultsFile(path)
+    first.add(BATCHES[0])  # ... then killed: no finish()
+    assert not path.exists()  # never a partial output
+    journal = first.journal_path
+    with journal.open("a", encoding="utf-8") as file:
+        file.write('{"path": "photos/a, with comma.png", "tags": [{"lab')  # torn write
+
+    second = ResultsFile(path)
+    assert list(second.done()) == ["photos/b.jpg"]
+    assert journal.read_text(encoding="utf-8").endswith("]}\n")  # the fragment is cut off
+    second.add(BATCHES[1])  # ... killed again
+    assert sorted(ResultsFile(path).done()) == sorted(str(item.path) for item in RESULTS)
+    second.finish()
+    assert path.read_bytes() == expected
+    assert not journal.exists()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".jsonl"])
+def test_rounding_ties_serialise_the_same_after_reading_back(tmp_path: Path, suffix: str) -> None:
+    # b outranks a in memory, but both are written as 0.8123: the order must not depend
+    # on digits that were never written, or a resumed run would differ from a clean one.
+    path = tmp_path / f"tags{suffix}"
+    write_results(path, [result("x.jpg", b=0.81231, a=0.81229)])
+    first = path.read_bytes()
+    write_results(path, read_results(path))
+    assert path.read_bytes() == first
+    assert [tag.label for tag in read_results(path)[0].tags] == ["a", "b"]
+
+
+def test_results_are_sorted_by_path_and_later_results_win(tmp_path: Path) -> None:
+    results = ResultsFile(tmp_path / "tags.jsonl")
+    results.add([result("z.jpg", a=0.1), result("m.jpg", a=0.2)])
+    results.add([result("z.jpg", b=0.3)])
+    results.finish()
+    back = read_results(tmp_path / "tags.jsonl")
+    assert [(str(item.path), item.tags) for item in back] == [
+        ("m.jpg", [Tag("a", 0.2)]),
+        ("z.jpg", [Tag("b", 0.3)]),
+    ]
+
+
+def test_previous_output_is_kept_unless_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "tags.csv"
+    write_results(path, [RESULTS[0]])
+    kept = ResultsFile(path)
+    assert list(kept.done()) == ["photos/b.jpg"]
+    kept.add([RESULTS[2]])
+    kept.finish()
+    assert [str(item.path) for item in read_results(path)] == ["photos/b.jpg", "photos/nothing.gif"]
+
+    replaced = ResultsFile(path, overwrite=True)
+    assert replaced.done() == {}
+    replaced.add([RESULTS[1]])
+    replaced.finish()
+    assert [str(item.path) for item in read_results(path)] == ["photos/a, with comma.png"]
+
+
+def test_finish_without_results_writes_an_empty_file(tmp_path: Path) -> None:
+    ResultsFile(tmp_path / "tags.json").finish()
+    assert json.loads((tmp_path / "tags.json").read_text()) == []
+
+
+def test_unreadable_previous_output_is_an_output_error(tmp_path: Path) -> None:
+    (tmp_path / "tags.json").write_text("{not json")
+    with pytest.raises(OutputError, match=r"tags\.json: malformed results file"):
+        ResultsFile(tmp_path / "tags.json")
+    assert ResultsFile(tmp_path / "tags.json", overwrite=True).done() == {}
+
+
+def test_corrupt_journal_line_is_an_output_error(tmp_path: Path) -> None:
+    journal = tmp_path / "tags.csv.partial.jsonl"
+    journal.write_text('garbage\n{"path": "a.jpg", "tags": []}\n')
+    with pytest.raises(OutputError, match="line 1 is corrupt"):
+        ResultsFile(tmp_path / "tags.csv")
