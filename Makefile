@@ -1,7 +1,10 @@
-.PHONY: test lint format docs bench synthetic
+.PHONY: test quick lint format docs bench synthetic
 
 test:
 	pytest
+
+quick:
+	pytest -m "not slow" -n 2
 
 lint:
 	ruff check src tests bench scripts examples

@@ -64,7 +64,8 @@ def main() -> None:
     load = OtherLoad()
 
     from mkt_tag.tagging.caches import FEATURES_FILE, FeatureCache
-    from mkt_tag.tagging.tagger import Selection, Tagger
+    from mkt_tag.tagging.selection import Selection
+    from mkt_tag.tagging.tagger import Tagger
     from mkt_tag.vocab import read_labels
 
     for name in (FEATURES_FILE, FEATURES_FILE + "-wal", FEATURES_FILE + "-shm"):

@@ -153,8 +153,7 @@ def run_baseline(args: argparse.Namespace, data: Path, labels: Path) -> dict[str
     from mkt_tag import checkpoints, datasets, vocab
     from mkt_tag.devices import pick_device
     from mkt_tag.images import load_image, prepare
-    from mkt_tag.model import mkt_scores
-    from mkt_tag.train.data import normalise
+    from mkt_tag.model import mkt_scores, normalise_pixels
     from mkt_tag.train.losses import ranking_loss
 
     device = pick_device(args.device)
@@ -177,7 +176,7 @@ def run_baseline(args: argparse.Namespace, data: Path, labels: Path) -> dict[str
         started = time.perf_counter()
         for start in range(0, len(order), args.batch_size):
             rows = order[start : start + args.batch_size]
-            batch = normalise(images[rows].to(device), preprocess, torch.float32)
+            batch = normalise_pixels(images[rows].to(device), preprocess, torch.float32)
             features = model.encode_images(batch)
             label_embeddings = model.prompt.encode(model.clip, tokens)
             scores = mkt_scores(features, label_embeddings, model.config.top_k).fused

@@ -16,7 +16,8 @@ TINY_CONFIG = DATA / "tiny-vit.json"
 
 # Tests never touch the network: a model missing from the cache must fail at once.
 os.environ["HF_HUB_OFFLINE"] = "1"
-torch.set_num_threads(2)
+# Two threads, or one per worker when pytest-xdist runs two workers on two cores (-n 2).
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture(autouse=True)

@@ -30,6 +30,9 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "bench" / "synthetic"))
 import pretrain
 import world
 
+# A minute of pretraining and training (`pytest -m "not slow"` skips it).
+pytestmark = pytest.mark.slow
+
 SPEC = world.Spec(
     seen=("circle", "square", "stripes", "checkerboard", "cross", "triangle"),
     unseen=("ring", "dots"),

@@ -235,14 +235,16 @@ def streams(model_id: str, data: dict[str, Path], unseen: int) -> dict[str, dict
 
     from mkt_tag import checkpoints, vocab
     from mkt_tag.evaluate import metrics
-    from mkt_tag.train.data import normalise
+    from mkt_tag.model import normalise_pixels
 
     labels = vocab.read_labels(data["all"]).labels
     pixels, targets = world.read_split(data["test"], labels)
     model = checkpoints.load(model_id).eval()
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2)
     with torch.no_grad():
-        features = model.encode_images(normalise(images, model.config.preprocess, torch.float32))
+        features = model.encode_images(
+            normalise_pixels(images, model.config.preprocess, torch.float32)
+        )
         scores = model.score(features, model.encode_labels(labels).float())
     found = {}
     for name, matrix in (

@@ -26,13 +26,15 @@ def features(model_id: str, table: Path, labels: list[str]) -> tuple[np.ndarray,
     import torch
 
     from mkt_tag import checkpoints
-    from mkt_tag.train.data import normalise
+    from mkt_tag.model import normalise_pixels
 
     pixels, targets = world.read_split(table, labels)
     model = checkpoints.load(model_id).eval()
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2)
     with torch.no_grad():
-        encoded = model.encode_images(normalise(images, model.config.preprocess, torch.float32))
+        encoded = model.encode_images(
+            normalise_pixels(images, model.config.preprocess, torch.float32)
+        )
     return encoded.global_.numpy(), targets
 
 

@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from mkt_tag._lazy import lazy_attributes
+from mkt_tag._version import __version__
 
 if TYPE_CHECKING:
     from mkt_tag.errors import MktTagError
@@ -22,14 +23,8 @@ _LAZY = {
     "Tagger": "mkt_tag.tagging.tagger",
 }
 
-
-def __getattr__(name: str) -> Any:
-    # Imported on first use: `mkt-tag --help` should not pay for importing torch.
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'mkt_tag' has no attribute {name!r}")
+# Imported on first use: `mkt-tag --help` should not pay for importing torch.
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = ["MktTagError", "Tag", "TagResult", "Tagger", "__version__"]

@@ -15,6 +15,11 @@ Three formats, all giving one target per (image, label): +1 positive, -1 negativ
 A label of the vocabulary that a row does not mention is a negative, unless ``unknown`` lists
 it. A label listed twice in one row takes the strongest entry: positive over negative over
 unknown. Paths are relative to the data file's folder, or to ``images_root``.
+
+Why the csv module and not pandas: rows are matched to the vocabulary one by one (no join),
+and a bad row is reported by its line while the rest is kept. ``csv.reader`` gives line
+numbers, tells short rows from long ones and keeps cells as written; ``pandas.read_csv``
+guesses types ("NA" becomes NaN) and fails or pads ragged rows for the whole file.
 """
 
 from __future__ import annotations

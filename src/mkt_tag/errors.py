@@ -20,6 +20,10 @@ class MktTagError(Exception):
     """Base class: a problem the user can fix. ``str(error)`` is the one line shown."""
 
 
+class UsageError(MktTagError):
+    """Options or settings that cannot go together (the command line exits with EXIT_USAGE)."""
+
+
 class InputFileError(MktTagError):
     """A file the user gave (image, label file, data file) cannot be used."""
 

@@ -53,6 +53,19 @@ def split_template(template: str) -> tuple[str, str]:
     return prefix.strip(), suffix.strip()
 
 
+def template_token_ids(tokenizer: Tokenizer, template: str) -> tuple[list[int], list[int]]:
+    """The tokens around the label: ([start, "there", "is", "a"], ["in", "the", "scene", end])."""
+    prefix_text, suffix_text = split_template(template)
+    prefix = [tokenizer.sot_token_id, *tokenizer.encode(prefix_text)]
+    return prefix, [*tokenizer.encode(suffix_text), tokenizer.eot_token_id]
+
+
+def label_token_budget(tokenizer: Tokenizer, template: str, context_length: int) -> int:
+    """How many tokens a label may have so that its prompt fits the text context."""
+    prefix, suffix = template_token_ids(tokenizer, template)
+    return context_length - len(prefix) - len(suffix)
+
+
 class PromptContext(nn.Module):
     """The prompt's context vectors around the label tokens (learnable in stage 2)."""
 
@@ -64,9 +77,7 @@ class PromptContext(nn.Module):
     @classmethod
     def from_template(cls, clip: nn.Module, tokenizer: Tokenizer, template: str) -> PromptContext:
         tower = text_tower(clip)
-        prefix_text, suffix_text = split_template(template)
-        prefix_ids = [tokenizer.sot_token_id, *tokenizer.encode(prefix_text)]
-        suffix_ids = [*tokenizer.encode(suffix_text), tokenizer.eot_token_id]
+        prefix_ids, suffix_ids = template_token_ids(tokenizer, template)
         table = tower.token_embedding.weight
         with torch.no_grad():
             return cls(table[prefix_ids].float(), table[suffix_ids].float())

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from xml.parsers import expat
 
-from mkt_tag import __version__
+from mkt_tag._version import __version__
 from mkt_tag.errors import InputFileError, OutputError
 from mkt_tag.files import atomic_write_text, write_error
 from mkt_tag.results import MalformedFileError, Tag, label_and_score

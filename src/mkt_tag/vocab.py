@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mkt_tag.config import DEFAULT_TEMPLATE
 from mkt_tag.errors import LabelFileError
 from mkt_tag.files import atomic_write_text
 
@@ -201,6 +202,19 @@ def _odd_characters(text: str) -> list[str]:
         if category in ("Cc", "Cf", "Co", "Cn") or char in "{}":
             odd.append(f"U+{ord(char):04X}")
     return odd
+
+
+def check_file(
+    path: str | Path, template: str = DEFAULT_TEMPLATE, context_length: int = 77
+) -> list[str]:
+    """``check`` with CLIP's tokenizer and the room ``template`` leaves in the text context."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from mkt_tag.prompts import label_token_budget
+
+    tokenizer = SimpleTokenizer()
+    budget = label_token_budget(tokenizer, template, context_length)
+    return check(path, lambda text: len(tokenizer.encode(text)), budget)
 
 
 def check(path: str | Path, count_tokens: Callable[[str], int], max_tokens: int) -> list[str]:

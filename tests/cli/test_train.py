@@ -163,6 +163,27 @@ def test_both_stages_then_tag_with_best(dataset, tmp_path, tiny_id):
     assert len(tagged.stdout.strip().splitlines()) == 18
 
 
+def test_warnings_before_training_are_printed_in_order(dataset, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("red\ngreen\nred\nblue\n")
+    val = tmp_path / "val.csv"  # no validation image with a positive label
+    val.write_text(f"path,labels\n{dataset['root'] / 'img' / '100.png'},shape\n")
+    run = tmp_path / "run"
+    args = base_args(dataset, run, labels=labels, val=val)
+    result = train(*args, "--stage", 1, "--epochs", 1, "--warmup-epochs", 0, "--max-steps", 1)
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.stderr.splitlines() if line.startswith("warning:")] == [
+        f"warning: {labels}:3: duplicate label 'red' (same as 'red' on line 1), ignored",
+        f"warning: {dataset['train']}: 1 labels not in the vocabulary (ignored), e.g. 'shape'",
+        f"warning: {val}: 1 labels not in the vocabulary (ignored), e.g. 'shape'",
+        "warning: no validation image has a positive label: best/ will be the last epoch",
+    ]
+    assert f"training on 12 images, validating on 1, 3 labels; run folder {run}\n" in (
+        result.stderr
+    )
+    assert "stopped after step 1 (--max-steps); continue with --resume" in result.stderr
+
+
 def test_loss_falls_on_a_learnable_problem(tmp_path):
     """Colour decides the label: a few epochs of stage 1 must cut the ranking loss clearly."""
     root = tmp_path / "toy"
@@ -233,6 +254,7 @@ def test_resume_after_max_steps_gives_the_same_weights(dataset, tmp_path, uninte
     assert finished.exit_code == 0 and len(metric_rows(run)) == 4
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9(dataset, tmp_path, uninterrupted):
     """A real process killed at a random moment; the resumed run ends with the same weights."""
     run = tmp_path / "run"
@@ -264,6 +286,7 @@ def test_resume_after_kill_9(dataset, tmp_path, uninterrupted):
 # --- data-parallel ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process(dataset, tmp_path):
     """torchrun with 2 CPU processes and batch 8 (4 each) ends where one process with 8 does.
 
@@ -306,7 +329,7 @@ def test_two_gloo_processes_match_one_process(dataset, tmp_path):
             assert float(mine[column]) == pytest.approx(float(theirs[column]), abs=1e-4)
 
 
-# --- stage 2 alone, feature cache ---------------------------------------------------------
+# --- stage 2 alone ------------------------------------------------------------------------
 
 
 def test_stage_2_from_a_stage_1_checkpoint(dataset, tmp_path):
@@ -333,44 +356,6 @@ def test_stage_2_from_a_stage_1_checkpoint(dataset, tmp_path):
     for name, value in stage1.items():  # the vision side stays as stage 1 left it
         if name.startswith("clip.visual."):
             assert torch.equal(prompt[name], value), name
-
-
-def test_stage_2_reuses_cached_features(dataset, tmp_path):
-    from mkt_tag import datasets as data
-    from mkt_tag import vocab
-    from mkt_tag.train.settings import TrainConfig
-    from mkt_tag.train.trainer import Trainer
-
-    labels = vocab.read_labels(dataset["labels"]).labels
-    train_set = data.load(dataset["train"], labels, keep_unlabelled=False)
-    val_set = data.load(dataset["val"], labels)
-    config = TrainConfig(
-        data=str(dataset["train"]),
-        labels=str(dataset["labels"]),
-        out=str(tmp_path / "run"),
-        model=str(TINY_CONFIG),
-        stage="2",
-        prompt_epochs=3,
-        prompt_batch_size=4,
-        workers=0,
-        device="cpu",
-        max_steps=4,
-    )
-    events: list[tuple[str, str]] = []
-
-    def report(event: str, **info: object) -> None:
-        if event == "features_start":
-            events.append((event, str(info["name"])))
-
-    Trainer(config, train_set, val_set, report).run()
-    assert events == [("features_start", "train"), ("features_start", "val")]  # once each
-    features = tmp_path / "run" / "features"
-    stamps = {p.name: p.stat().st_mtime_ns for p in features.iterdir()}
-    events.clear()
-    config.max_steps = None
-    state = Trainer(config, train_set, val_set, report).run()
-    assert state.done == [2] and events == []  # resumed: nothing re-encoded
-    assert {p.name: p.stat().st_mtime_ns for p in features.iterdir()} == stamps
 
 
 # --- settings -----------------------------------------------------------------------------

@@ -1,8 +1,6 @@
-"""`mkt-tag vocab` and `mkt-tag cache` through the CLI, and re-tagging from the caches."""
+"""`mkt-tag vocab` through the CLI: check, edit, show, compare, pre-embed."""
 
 from __future__ import annotations
-
-import json
 
 from typer.testing import CliRunner
 
@@ -54,26 +52,6 @@ def test_embed_then_tag_uses_the_cache(tmp_path, photos):
     assert first.exit_code == 0 and "encoded 3 text(s)" in first.stderr
     again = run("vocab", "embed", labels, "-m", TINY_CONFIG, "--precision", "fp32")
     assert "encoded 0 text(s)" in again.stderr
-
-
-def test_feature_cache_retag_and_cache_commands(tmp_path, photos, isolated_cache):
-    labels = tmp_path / "l.txt"
-    labels.write_text("cat\ndog\n")
-    out = tmp_path / "r.json"
-    args = ["tag", photos, "--labels", labels, "-m", TINY_CONFIG, "-o", out, "--feature-cache"]
-    assert run(*args).exit_code == 0
-    info = run("cache", "info")
-    assert info.exit_code == 0
-    row = next(line for line in info.stdout.splitlines() if "image features" in line)
-    assert " 5 " in row
-    labels.write_text("cat\ndog\nsunset\n")
-    retag = run(*args, "--overwrite")
-    assert retag.exit_code == 0
-    assert all(len(r["tags"]) == 3 for r in json.loads(out.read_text()))
-    cleared = run("cache", "clear", "--features")
-    assert cleared.exit_code == 0 and "features.sqlite" in cleared.stderr
-    assert not (isolated_cache / "features.sqlite").exists()
-    assert (isolated_cache / "labels.sqlite").exists()
 
 
 def test_vocab_usage_errors():

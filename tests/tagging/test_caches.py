@@ -13,7 +13,8 @@ from mkt_tag import checkpoints
 from mkt_tag.files import digest
 from mkt_tag.tagging.caches import FeatureCache, LabelCache
 from mkt_tag.tagging.label_embeddings import embed
-from mkt_tag.tagging.tagger import Selection, Tagger
+from mkt_tag.tagging.selection import Selection
+from mkt_tag.tagging.tagger import Tagger
 from mkt_tag.vocab import Entry
 from tests.conftest import TINY_CONFIG, make_photo
 
@@ -169,3 +170,30 @@ def test_cached_features_give_identical_results_and_skip_the_image_model(
 
 def test_feature_cache_key_depends_on_precision(tagger_factory):
     assert tagger_factory(True, "fp32").image_key != tagger_factory(True, "bf16").image_key
+
+
+def test_cache_parts_and_clear_from_python(tmp_path):
+    from mkt_tag.tagging.caches import cache_parts, clear_cache
+
+    labels = LabelCache(tmp_path / "labels.sqlite")
+    labels.put("model", {"cat": np.ones(4, np.float32), "dog": np.zeros(4, np.float32)})
+    labels.close()
+    features = FeatureCache(tmp_path / "features.sqlite")
+    photo = make_photo(tmp_path / "a.jpg")
+    features.put("model", [(photo, np.ones((3, 4), np.float16))])
+    features.close()
+    (tmp_path / "hub" / "models--org--repo").mkdir(parents=True)
+    (tmp_path / "hub" / "models--org--repo" / "w.bin").write_bytes(b"x" * 10)
+    parts, warnings = cache_parts(tmp_path)
+    assert warnings == []
+    by_name = {part.name: part for part in parts}
+    assert by_name["models"].entries == 1 and by_name["models"].models == ["org/repo"]
+    assert by_name["label embeddings"].entries == 2
+    assert by_name["image features"].entries == 1
+    assert by_name["image features"].bytes_per_entry == 3 * 4 * 2
+    cleared = clear_cache(tmp_path, labels=True)
+    assert cleared.parts == ["labels.sqlite"] and cleared.freed_bytes > 0
+    assert (tmp_path / "features.sqlite").exists()
+    cleared = clear_cache(tmp_path, models=True)
+    assert cleared.parts == ["features.sqlite", "labels.sqlite", "models"]
+    assert not (tmp_path / "features.sqlite").exists() and not (tmp_path / "hub").exists()

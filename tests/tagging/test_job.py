@@ -15,6 +15,9 @@ import pytest
 
 from tests.conftest import TINY_CONFIG, make_photo
 
+# Real processes killed mid-run: seconds each (`pytest -m "not slow"` skips them).
+pytestmark = pytest.mark.slow
+
 N_PHOTOS = 300
 
 

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from mkt_tag import __version__
+from mkt_tag._version import __version__
 from mkt_tag.devices import Device, Precision
 from mkt_tag.errors import EXIT_ERROR
 

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 from rich.table import Table
 
 from mkt_tag import hub
-from mkt_tag.cli._app import (
-    CacheDirOption,
-    app,
-    err,
-    out,
-)
+from mkt_tag.cli._app import CacheDirOption, app, err, out, warn
 
 cache_app = typer.Typer(
     help="Show or clear the cache: models, label embeddings, image features.",
@@ -21,12 +14,6 @@ cache_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(cache_app, name="cache")
-
-
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def _human(size: float) -> str:
@@ -45,65 +32,36 @@ def info(cache_dir: CacheDirOption = None) -> None:
 
         mkt-tag cache info
     """
-    from mkt_tag.tagging.caches import FEATURES_FILE, LABELS_FILE, FeatureCache, LabelCache
+    from mkt_tag.tagging.caches import cache_parts
 
     root = hub.cache_dir(cache_dir)
+    parts, warnings = cache_parts(root)
     table = Table("part", "entries", "disk", "notes", title=f"cache: {root}", title_justify="left")
-    models = hub.hub_cache(root)
-    downloaded = [p for p in models.glob("models--*")] if models.is_dir() else []
-    table.add_row(
-        "models",
-        str(len(downloaded)),
-        _human(_size(models) if models.is_dir() else 0),
-        ", ".join(p.name[8:].replace("--", "/") for p in downloaded),
-    )
-    if (root / LABELS_FILE).exists():
-        labels = LabelCache(root / LABELS_FILE)
-        table.add_row("label embeddings", str(labels.count()), _human(labels.size_bytes()), "")
-        labels.close()
-    if (root / FEATURES_FILE).exists():
-        features = FeatureCache(root / FEATURES_FILE)
-        stats = features.stats()
-        per_image = stats["data_bytes"] / stats["images"] if stats["images"] else 0
-        table.add_row(
-            "image features",
-            str(stats["images"]),
-            _human(features.size_bytes()),
-            f"{_human(per_image)} per image, {len(stats['models'])} model(s)",
-        )
-        for line in features.warnings:
-            err.print(f"warning: {line}")
-        features.close()
+    for part in parts:
+        notes = ", ".join(part.models)
+        if part.name == "image features":
+            notes = f"{_human(part.bytes_per_entry)} per image, {len(part.models)} model(s)"
+        table.add_row(part.name, str(part.entries), _human(part.size_bytes), notes)
+    for line in warnings:
+        warn(line)
     out.print(table)
 
 
 @cache_app.command("clear")
 def clear(
-    features: bool = typer.Option(False, "--features", help="Only the image features."),
-    labels: bool = typer.Option(False, "--labels", help="Only the label embeddings."),
+    features: bool = typer.Option(False, "--features", help="The image features."),
+    labels: bool = typer.Option(False, "--labels", help="The label embeddings."),
     models: bool = typer.Option(False, "--models", help="Also the downloaded models."),
     cache_dir: CacheDirOption = None,
 ) -> None:
-    """Delete cached label embeddings and image features (and models with --models).
+    """Delete cached image features and label embeddings (both unless one is named), and the
+    downloaded models with --models.
 
     Example:
 
         mkt-tag cache clear --features
     """
-    import shutil
+    from mkt_tag.tagging.caches import clear_cache
 
-    from mkt_tag.tagging.caches import FEATURES_FILE, LABELS_FILE
-
-    root = hub.cache_dir(cache_dir)
-    names = (
-        [FEATURES_FILE] if features else [LABELS_FILE] if labels else [FEATURES_FILE, LABELS_FILE]
-    )
-    freed = 0
-    for name in names:
-        for path in root.glob(name + "*"):
-            freed += path.stat().st_size
-            path.unlink()
-    if models and hub.hub_cache(root).is_dir():
-        freed += _size(hub.hub_cache(root))
-        shutil.rmtree(hub.hub_cache(root))
-    err.print(f"cleared {', '.join(names + (['models'] if models else []))}: {_human(freed)} freed")
+    cleared = clear_cache(hub.cache_dir(cache_dir), features, labels, models)
+    err.print(f"cleared {', '.join(cleared.parts)}: {_human(cleared.freed_bytes)} freed")

@@ -1,14 +1,26 @@
-"""`mkt-tag eval`: the paper's metrics on a labelled set, reports, threshold calibration."""
+"""`mkt-tag eval`: the paper's metrics on a labelled set, reports, threshold calibration.
+
+The work is ``mkt_tag.evaluate.job``'s; this command checks its options, shows progress and
+prints the tables and lines of the result.
+"""
 
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 from mkt_tag.cli._app import (
@@ -28,16 +40,10 @@ from mkt_tag.cli._app import (
 from mkt_tag.cli._eval_tables import print_check, print_table
 from mkt_tag.config import DEFAULT_BACKBONE, Streams
 from mkt_tag.devices import Device, Precision
-from mkt_tag.errors import EXIT_PARTIAL, EXIT_USAGE, LabelFileError, MktTagError
+from mkt_tag.errors import EXIT_PARTIAL, EXIT_USAGE, MktTagError
 
 if TYPE_CHECKING:
-    from mkt_tag.evaluate.calibration import HeldOutCheck
-    from mkt_tag.evaluate.report import EvalReport
-    from mkt_tag.evaluate.scores import ScoreSet
-
-METRICS_FILE = "metrics.json"
-PER_LABEL_FILE = "per_label.csv"
-REPORT_FILE = "report.png"
+    from mkt_tag.evaluate.job import EvalResult
 
 
 @app.command("eval")
@@ -132,57 +138,66 @@ def evaluate(
         mkt-tag eval --data test.csv --labels all.txt --unseen unseen.txt \\
             --model runs/mine/best --out eval/ --calibrate thresholds.tsv
     """
-    from mkt_tag.evaluate import report as report_module
-    from mkt_tag.evaluate import scores as evaluation
+    from mkt_tag.evaluate import job
+    from mkt_tag.evaluate.report import DEFAULT_KS
 
-    ks = list(dict.fromkeys(k or report_module.DEFAULT_KS))
     _check_options(
         data, labels, scores_file, save_scores, calibrate, target_precision, calibrate_fraction
     )
-    failures = 0
+    settings = job.EvalSettings(
+        ks=list(dict.fromkeys(k or DEFAULT_KS)),
+        reference_map=reference_map,
+        out=out_dir,
+        calibrate=calibrate,
+        target_precision=target_precision,
+        min_positives=min_positives,
+        calibrate_fraction=calibrate_fraction,
+    )
     try:
         if scores_file is not None:
             if model is not None:
                 warn(f"--model {model} is not used: the scores come from {scores_file}")
             if streams is not None:
                 warn(f"--streams is not used: the scores come from {scores_file}")
-            scores = _saved_scores(scores_file, labels, unseen)
+            result = job.evaluate_saved_scores(
+                scores_file, labels, unseen, settings, on_warning=warn
+            )
         else:
             assert data is not None and labels is not None  # _check_options
-            scores, failures = _run_model(
-                data,
-                labels,
-                unseen,
-                model or DEFAULT_BACKBONE,
-                None if streams is None else streams.value,
-                images,
-                separator,
-                batch_size,
-                workers,
-                parallel,
-                device.value,
-                precision.value,
-                cache_dir,
+            scoring = job.ScoringSettings(
+                images=images,
+                separator=separator,
+                streams=None if streams is None else streams.value,
+                batch_size=batch_size,
+                workers=workers,
+                parallel=parallel,
+                device=device.value,
+                precision=precision.value,
+                cache_dir=cache_dir,
+                save_scores=save_scores,
             )
+            with _scoring_display() as on_progress:
+                result = job.evaluate_model(
+                    data,
+                    labels,
+                    unseen,
+                    model or DEFAULT_BACKBONE,
+                    settings,
+                    scoring,
+                    on_progress=on_progress,
+                    on_warning=warn,
+                )
+            _print_scored(result)
             if save_scores is not None:
-                evaluation.save_scores(save_scores, scores)
-                out.print(f"wrote {save_scores} (scores of {len(scores)} images)")
-        report = report_module.evaluate(scores, ks, reference=reference_map)
-        report.source = str(scores_file if scores_file is not None else data)
-        report.failed_images = failures
-        print_table(report)
-        check = None
-        if calibrate is not None:
-            check = _calibrate(
-                scores, calibrate, target_precision, min_positives, calibrate_fraction, ks
-            )
-            if check is not None:
-                report.extra["calibration_check"] = check.to_json()
+                out.print(f"wrote {save_scores} (scores of {len(result.scores)} images)")
+        print_table(result.report)
+        if result.calibration is not None:
+            _print_calibration(result, target_precision, min_positives)
         if out_dir is not None:
-            _write_outputs(out_dir, report, scores)
+            out.print(f"wrote {out_dir}: {', '.join(job.OUTPUT_FILES)}")
     except MktTagError as error:
         raise fail(str(error)) from None
-    if failures:
+    if result.failures:
         raise typer.Exit(EXIT_PARTIAL)
 
 
@@ -214,90 +229,11 @@ def _check_options(
         raise fail(f"--calibrate-fraction {calibrate_fraction}: give a share in [0, 1)", EXIT_USAGE)
 
 
-def _unseen_mask(vocabulary_labels: list[str], unseen: Path | None, where: str) -> list[bool]:
-    """Which labels are unseen; every label of the --unseen file must be among them."""
-    from mkt_tag import vocab
-
-    if unseen is None:
-        return [False] * len(vocabulary_labels)
-    wanted = vocab.read_labels(unseen)
-    for line in wanted.warnings:
-        warn(line)
-    known = {vocab.normalise(label) for label in vocabulary_labels}
-    strangers = [label for label in wanted.labels if vocab.normalise(label) not in known]
-    if strangers:
-        shown = ", ".join(repr(label) for label in strangers[:3])
-        raise LabelFileError(
-            unseen, f"{len(strangers)} label(s) not in {where}, e.g. {shown}: add them there"
-        )
-    chosen = {vocab.normalise(label) for label in wanted.labels}
-    return [vocab.normalise(label) in chosen for label in vocabulary_labels]
-
-
-def _saved_scores(path: Path, labels: Path | None, unseen: Path | None) -> ScoreSet:
-    """A scores file, checked against --labels and with --unseen applied when given."""
-    import numpy as np
-
-    from mkt_tag import vocab
-    from mkt_tag.evaluate import scores as evaluation
-
-    scores = evaluation.load_scores(path)
-    if labels is not None:
-        expected = vocab.read_labels(labels).labels
-        if len(expected) != len(scores.labels):
-            raise LabelFileError(
-                labels,
-                f"{len(expected)} labels, but {path} has scores for {len(scores.labels)}: "
-                "give the label file the scores were made with",
-            )
-        for number, (mine, theirs) in enumerate(zip(expected, scores.labels, strict=True), 1):
-            if vocab.normalise(mine) != vocab.normalise(theirs):
-                raise LabelFileError(
-                    labels,
-                    f"label {number} is {mine!r}, but in {path} it is {theirs!r}: "
-                    "give the label file the scores were made with",
-                )
-    if unseen is not None:
-        scores.unseen = np.array(_unseen_mask(scores.labels, unseen, str(path)))
-    return scores
-
-
-def _run_model(
-    data: Path,
-    labels: Path,
-    unseen: Path | None,
-    model: str,
-    streams: str | None,
-    images: Path | None,
-    separator: str,
-    batch_size: int,
-    workers: int | None,
-    parallel: int | None,
-    device: str,
-    precision: str,
-    cache_dir: Path | None,
-) -> tuple[ScoreSet, int]:
-    """Score the data with the model: (scores of the readable images, how many failed)."""
-    import numpy as np
-
-    from mkt_tag import datasets, vocab
-    from mkt_tag.evaluate import scores as evaluation
-    from mkt_tag.tagging.tagger import Tagger
-
-    vocabulary = vocab.read_labels(labels)
-    for line in vocabulary.warnings:
-        warn(line)
-    mask = np.array(_unseen_mask(vocabulary.labels, unseen, str(labels)))
-    dataset = datasets.load(data, vocabulary.labels, images, separator)
-    for line in dataset.problems.lines():
-        warn(f"{data}: {line}")
-    with err.status("loading model", spinner="dots") if err.is_terminal else nullcontext():
-        tagger = Tagger.load(model, device=device, precision=precision, cache_dir=cache_dir)
-        if streams is not None:
-            tagger.model.config.streams = streams
-        labelset = tagger.embed_labels(vocabulary.entries, source=str(labels))
-    for line in tagger.label_cache.warnings if tagger.label_cache else []:
-        warn(line)
+@contextmanager
+def _scoring_display() -> Iterator[Callable[[int, int], None]]:
+    """On a terminal, a "loading model" spinner until scoring starts, then a progress bar
+    until it ends; yields the ``on_progress(done, total)`` that drives them."""
+    status = err.status("loading model", spinner="dots") if err.is_terminal else None
     progress = Progress(
         TextColumn("scoring"),
         BarColumn(),
@@ -306,66 +242,50 @@ def _run_model(
         console=err,
         disable=not err.is_terminal,
     )
-    with progress:
-        task = progress.add_task("scoring", total=len(dataset))
-        scores, failures = evaluation.score_images(
-            tagger,
-            dataset,
-            labelset,
-            unseen=mask,
-            batch_size=batch_size,
-            workers=workers,
-            on_progress=lambda n: progress.advance(task, n),
-            model=model,
-            parallel=parallel,
-        )
-    for failure in failures:
+    task: TaskID | None = None
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:  # the model is loaded: from spinner to bar
+            if status is not None:
+                status.stop()
+            progress.start()
+            task = progress.add_task("scoring", total=total)
+        progress.update(task, completed=done)
+        if done >= total:  # the metrics and files that follow have no bar
+            progress.stop()
+
+    if status is not None:
+        status.start()
+    try:
+        yield on_progress
+    finally:
+        if status is not None:
+            status.stop()
+        progress.stop()
+
+
+def _print_scored(result: EvalResult) -> None:
+    for failure in result.failures:
         err.print(Text(f"failed: {failure}", style="yellow"))
-    failed = f", {len(failures)} could not be read (listed above, left out)" if failures else ""
-    err.print(f"scored {len(scores)} images{failed}")
-    return scores, len(failures)
+    failures = len(result.failures)
+    failed = f", {failures} could not be read (listed above, left out)" if failures else ""
+    err.print(f"scored {len(result.scores)} images{failed}")
 
 
-def _calibrate(
-    scores: ScoreSet,
-    path: Path,
-    target_precision: float | None,
-    min_positives: int,
-    fraction: float,
-    ks: list[int],
-) -> HeldOutCheck | None:
-    """Report thresholds chosen on part of the images on the rest, then write thresholds
-    chosen on all of them."""
+def _print_calibration(
+    result: EvalResult, target_precision: float | None, min_positives: int
+) -> None:
+    """The held-out check (or why there is none), then what the thresholds file holds."""
     from mkt_tag import thresholds
-    from mkt_tag.evaluate import calibration
 
-    check = None
-    if fraction > 0:
-        try:
-            check = calibration.check_calibration(
-                scores, fraction, target_precision, min_positives, ks
-            )
-        except ValueError as error:
-            warn(f"no held-out report: {error}")
-    if check is not None:
-        print_check(check)
-    chosen = calibration.calibrate_thresholds(
-        scores.scores,
-        scores.targets,
-        target_precision=target_precision,
-        min_positives=min_positives,
-    )
-    rule = (
-        "maximise F1"
-        if target_precision is None
-        else f"reach precision {target_precision} (most recall)"
-    )
-    comment = (
-        f"per-label thresholds from mkt-tag eval: {rule}, on {len(scores)} images\n"
-        f"model: {scores.model or 'unknown'}\n"
-        f"labels with < {min_positives} positives: the best global threshold"
-    )
-    written = calibration.write_calibration(path, scores.labels, chosen, comment)
+    calibrated = result.calibration
+    assert calibrated is not None
+    if calibrated.check_skipped:
+        warn(f"no held-out report: {calibrated.check_skipped}")
+    if calibrated.check is not None:
+        print_check(calibrated.check)
+    written = calibrated.written
     parts = [f"{written.calibrated} calibrated"]
     if written.unreachable:
         parts.append(f"{written.unreachable} cannot reach precision {target_precision}")
@@ -376,21 +296,6 @@ def _calibrate(
             f"{written.fallback} with < {min_positives} positives on the global threshold ({level})"
         )
     never = f"; {written.never} never predicted ({thresholds.NEVER!r})" if written.never else ""
-    out.print(f"wrote {path}, {len(scores.labels)} labels: {', '.join(parts)}{never}")
+    path, labels = calibrated.path, len(result.scores.labels)
+    out.print(f"wrote {path}, {labels} labels: {', '.join(parts)}{never}")
     out.print(f"use it: mkt-tag tag PHOTOS --labels LABELS --thresholds {path}")
-    return check
-
-
-def _write_outputs(folder: Path, report: EvalReport, scores: ScoreSet) -> None:
-    from mkt_tag.errors import OutputError
-    from mkt_tag.evaluate import plots
-    from mkt_tag.evaluate import report as report_module
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"{folder}: cannot create the folder ({error.strerror})") from None
-    report_module.write_metrics(folder / METRICS_FILE, report)
-    report_module.write_per_label(folder / PER_LABEL_FILE, report)
-    plots.write_report_png(folder / REPORT_FILE, report, scores)
-    out.print(f"wrote {folder}: {METRICS_FILE}, {PER_LABEL_FILE}, {REPORT_FILE}")

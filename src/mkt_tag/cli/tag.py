@@ -40,7 +40,8 @@ from mkt_tag.results import TagResult
 
 if TYPE_CHECKING:
     from mkt_tag.tagging.job import JobReport, TagJob
-    from mkt_tag.tagging.tagger import LabelSet, Tagger
+    from mkt_tag.tagging.label_embeddings import LabelSet
+    from mkt_tag.tagging.tagger import Tagger
 
 
 class Sidecar(str, Enum):

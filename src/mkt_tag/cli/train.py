@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,9 +18,7 @@ from mkt_tag.devices import Device
 from mkt_tag.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, MktTagError
 
 if TYPE_CHECKING:
-    from mkt_tag.train.settings import TrainConfig
-
-COMMAND_LINE = "command line"  # where flag values come from, in messages
+    from mkt_tag.train import TrainResult
 
 
 class Stage(str, Enum):
@@ -30,13 +27,9 @@ class Stage(str, Enum):
     all = "all"
 
 
-def _main_process() -> bool:
-    """Only the main process of a torchrun job prints."""
-    return os.environ.get("RANK", "0") == "0"
-
-
 class _Display:
-    """Turns trainer events into progress bars and an epoch table (main process only)."""
+    """Turns training events into warnings, progress bars and an epoch table (main process
+    only)."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -57,7 +50,14 @@ class _Display:
     def __call__(self, event: str, **info: Any) -> None:
         if not self.enabled:
             return
-        if event == "epoch_start":
+        if event == "warning":
+            warn(info["message"])
+        elif event == "data_loaded":
+            err.print(
+                f"training on {info['train']} images, validating on {info['val']}, "
+                f"{info['labels']} labels; run folder {info['run_dir']}"
+            )
+        elif event == "epoch_start":
             self.task = self.progress.add_task(
                 f"stage {info['stage']} epoch {info['epoch'] + 1}",
                 total=info["batches"],
@@ -208,107 +208,46 @@ def train(
 
         mkt-tag train --data train.csv --labels seen.txt --out runs/mine --epochs 5
     """
-    from mkt_tag.train import settings as train_config
-
     values = dict(locals())
     names = {"out_dir": "out", "images": "images_root"}
     flags = {
         names.get(key, key): value.value if isinstance(value, Enum) else value
         for key, value in values.items()
-        if value is not None and key not in ("config", "resume", "train_config")
+        if value is not None and key not in ("config", "resume")
     }
     flags = {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()}
+
+    from mkt_tag import train as training
+    from mkt_tag.train.distributed import is_main_process
+
     try:
-        settings = _settings(flags, config, resume)
-    except train_config.SettingsError as error:
-        code = EXIT_USAGE if str(error.path) == COMMAND_LINE else EXIT_ERROR
+        settings = training.resolve_settings(flags, config, resume)
+    except training.UsageError as error:
+        raise fail(str(error), EXIT_USAGE) from None
+    except training.SettingsError as error:
+        code = EXIT_USAGE if str(error.path) == training.COMMAND_LINE else EXIT_ERROR
         raise fail(str(error), code) from None
     except MktTagError as error:
         raise fail(str(error)) from None
-    _run(settings)
-
-
-def _settings(flags: dict[str, Any], config: Path | None, resume: Path | None) -> TrainConfig:
-    from mkt_tag.train import settings as train_config
-
-    if resume is not None:
-        extra = sorted(set(flags) - set(train_config.RESUME_SETTINGS))
-        if extra or config is not None:
-            raise fail(
-                "--resume continues a run with its saved settings; only --device, "
-                "--workers and --max-steps may be given with it",
-                EXIT_USAGE,
-            )
-        return train_config.read_run(resume).updated(flags, COMMAND_LINE)
-    settings = train_config.TrainConfig()
-    if config is not None:
-        settings = settings.updated(train_config.read_toml(config), str(config))
-    settings = settings.updated(flags, COMMAND_LINE)
-    if not settings.data or not settings.labels:
-        raise fail("give --data and --labels (or set them in --config)", EXIT_USAGE)
-    run_dir = Path(settings.out)
-    if (run_dir / train_config.CONFIG_FILE).exists():
-        raise fail(
-            f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
-            "or choose another --out"
-        )
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise fail(f"{run_dir} exists and is not an empty folder: choose another --out")
-    return settings.with_absolute_paths()
-
-
-def _run(settings: TrainConfig) -> None:
-    from mkt_tag import datasets, vocab
-    from mkt_tag.train.trainer import Trainer
-
-    main = _main_process()
+    display = _Display(is_main_process())
     try:
-        vocabulary = vocab.read_labels(settings.labels)
-        train_set = datasets.load(
-            settings.data,
-            vocabulary.labels,
-            settings.images_root,
-            settings.separator,
-            keep_unlabelled=False,
-            strict=settings.strict,
-        )
-        if settings.val:
-            val_set = datasets.load(
-                settings.val,
-                vocabulary.labels,
-                settings.images_root,
-                settings.separator,
-                strict=settings.strict,
-            )
-        else:
-            train_set, val_set = datasets.split(train_set, settings.val_fraction, settings.seed)
-        if main:
-            for line in vocabulary.warnings:
-                warn(line)
-            for name, loaded in ((settings.data, train_set), (settings.val, val_set)):
-                for line in loaded.problems.lines() if name else []:
-                    warn(f"{name}: {line}")
-            if not (val_set.targets == 1).any():
-                warn("no validation image has a positive label: best/ will be the last epoch")
-            err.print(
-                f"training on {len(train_set)} images, validating on {len(val_set)}, "
-                f"{len(vocabulary.labels)} labels; run folder {settings.out}"
-            )
-        display = _Display(main)
         with display.progress:
-            state = Trainer(settings, train_set, val_set, display).run()
+            result = training.train(settings, display)
     except MktTagError as error:
         raise fail(str(error)) from None
     except KeyboardInterrupt:
         message = f"interrupted: continue with `mkt-tag train --resume {settings.out}`"
         err.print(Text(message, style="yellow"))
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    if not main:
-        return
+    if display.enabled:
+        _summary(display, result)
+
+
+def _summary(display: _Display, result: TrainResult) -> None:
     out.print(display.table)
-    best = Path(settings.out) / "best"
+    state = result.state
     if state.best:
         quality = "n/a" if state.best_map < 0 else f"{state.best_map:.4f}"
-        out.print(f"best: {best} ({state.best}, val mAP {quality})")
-    if best.is_dir():
-        out.print(f"tag with it: mkt-tag tag PHOTOS --labels LABELS --model {best}")
+        out.print(f"best: {result.run_dir / 'best'} ({state.best}, val mAP {quality})")
+    if result.best is not None:
+        out.print(f"tag with it: mkt-tag tag PHOTOS --labels LABELS --model {result.best}")

@@ -44,18 +44,10 @@ def check(
 
         mkt-tag vocab check my_labels.txt
     """
-    from open_clip.tokenizer import SimpleTokenizer
-
     from mkt_tag import vocab
-    from mkt_tag.prompts import split_template
 
-    tokenizer = SimpleTokenizer()
     try:
-        prefix, suffix = split_template(template)
-        used = 2 + len(tokenizer.encode(prefix)) + len(tokenizer.encode(suffix))
-        problems = vocab.check(
-            file, lambda text: len(tokenizer.encode(text)), context_length - used
-        )
+        problems = vocab.check_file(file, template, context_length)
         count = len(vocab.read_entries(file))
     except MktTagError as error:
         raise fail(str(error)) from None

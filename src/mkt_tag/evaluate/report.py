@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from mkt_tag import __version__
+from mkt_tag._version import __version__
 from mkt_tag.evaluate.metrics import PRF, average_precision, mean_average_precision, top_k_prf
 from mkt_tag.evaluate.scores import ScoreSet
 from mkt_tag.files import atomic_write_text

@@ -10,6 +10,7 @@ No torch at import: recomputing metrics from a scores file never loads the model
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zipfile
 from collections.abc import Callable
@@ -123,8 +124,8 @@ def save_scores(path: str | Path, scores: ScoreSet) -> None:
 
     Arrays: ``scores`` (float32 N x C), ``targets`` (int8 N x C), ``labels`` and ``paths``
     (unicode), ``unseen`` (bool C), ``model`` (unicode scalar), ``format`` (int). Written
-    to a temporary file that replaces ``path`` at the end, so a crash leaves no half file;
-    missing folders are made.
+    to a temporary file that replaces ``path`` at the end, so a crash leaves no half file and
+    any error removes the temporary one; missing folders are made.
 
     Raises:
         OutputError: the file cannot be written.
@@ -147,9 +148,12 @@ def save_scores(path: str | Path, scores: ScoreSet) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise write_error(path, error) from None
+    except BaseException as error:  # also Ctrl-C or a bug: never leave the half file behind
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise write_error(path, error) from None
+        raise
 
 
 def load_scores(path: str | Path) -> ScoreSet:

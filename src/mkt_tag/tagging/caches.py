@@ -15,12 +15,16 @@ moved aside and rebuilt with a warning; it is never trusted.
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mkt_tag import hub
 
 APPLICATION_ID = 0x4D4B5454  # "MKTT" in SQLite's header: marks the file as ours
 SCHEMA_VERSION = 1
@@ -193,3 +197,88 @@ class FeatureCache(_Store):
 def open_caches(root: Path, features: bool) -> tuple[LabelCache, FeatureCache | None]:
     """The label cache (always) and the feature cache (when asked for) under ``root``."""
     return LabelCache(root / LABELS_FILE), FeatureCache(root / FEATURES_FILE) if features else None
+
+
+# --- what the cache folder holds, and clearing it (``mkt-tag cache``) -------------------
+
+
+@dataclass
+class CachePart:
+    """One part of the cache folder, as ``mkt-tag cache info`` shows it."""
+
+    name: str  # "models", "label embeddings" or "image features"
+    entries: int  # downloaded models, label texts, or images
+    size_bytes: int  # on disk
+    models: list[str] = field(default_factory=list)  # downloaded repos, or feature model keys
+    bytes_per_entry: float = 0.0  # image features only: feature data per image
+
+
+def cache_parts(root: Path) -> tuple[list[CachePart], list[str]]:
+    """What the cache folder ``root`` holds, and warnings about damaged cache files."""
+    warnings: list[str] = []
+    models = hub.hub_cache(root)
+    downloaded = sorted(models.glob("models--*")) if models.is_dir() else []
+    parts = [
+        CachePart(
+            "models",
+            len(downloaded),
+            _tree_size(models) if models.is_dir() else 0,
+            [folder.name[len("models--") :].replace("--", "/") for folder in downloaded],
+        )
+    ]
+    if (root / LABELS_FILE).exists():
+        labels = LabelCache(root / LABELS_FILE)
+        parts.append(CachePart("label embeddings", labels.count(), labels.size_bytes()))
+        warnings += labels.warnings
+        labels.close()
+    if (root / FEATURES_FILE).exists():
+        features = FeatureCache(root / FEATURES_FILE)
+        stats = features.stats()
+        per_image = stats["data_bytes"] / stats["images"] if stats["images"] else 0.0
+        parts.append(
+            CachePart(
+                "image features",
+                stats["images"],
+                features.size_bytes(),
+                sorted(stats["models"]),
+                per_image,
+            )
+        )
+        warnings += features.warnings
+        features.close()
+    return parts, warnings
+
+
+@dataclass
+class Cleared:
+    """What ``clear_cache`` deleted."""
+
+    parts: list[str]  # file names (labels.sqlite, features.sqlite) and "models"
+    freed_bytes: int
+
+
+def clear_cache(
+    root: Path, features: bool = False, labels: bool = False, models: bool = False
+) -> Cleared:
+    """Delete cached image features and/or label embeddings (both when neither is named),
+    and the downloaded models too with ``models``."""
+    names = [
+        name
+        for name, wanted in ((FEATURES_FILE, features), (LABELS_FILE, labels))
+        if wanted or not (features or labels)
+    ]
+    freed = 0
+    for name in names:
+        for path in root.glob(name + "*"):  # the file, its -wal and -shm, a .broken copy
+            freed += path.stat().st_size
+            path.unlink()
+    if models:
+        names.append("models")
+        if hub.hub_cache(root).is_dir():
+            freed += _tree_size(hub.hub_cache(root))
+            shutil.rmtree(hub.hub_cache(root))
+    return Cleared(names, freed)
+
+
+def _tree_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())

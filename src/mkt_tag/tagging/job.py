@@ -15,7 +15,9 @@ from mkt_tag.errors import ImageLoadError, MktTagError
 from mkt_tag.images import find_images
 from mkt_tag.results import ResultsFile, TagResult
 from mkt_tag.sidecars import sidecar_path, write_sidecar
-from mkt_tag.tagging.tagger import LabelSet, Selection, Tagger
+from mkt_tag.tagging.label_embeddings import LabelSet
+from mkt_tag.tagging.selection import Selection
+from mkt_tag.tagging.tagger import Tagger
 
 EXISTING_MODES = ("skip", "overwrite", "append")
 

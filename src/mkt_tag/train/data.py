@@ -176,6 +176,7 @@ class FeatureRows(torch.utils.data.Dataset):
     def __init__(self, features: dict[str, np.ndarray], targets: np.ndarray) -> None:
         self.features = features
         self.targets = torch.from_numpy(targets.astype(np.int8))
+        self.epoch = 0  # the same rows every epoch: nothing is augmented
 
     def __len__(self) -> int:
         return len(self.targets)

@@ -31,10 +31,26 @@ class Distributed:
         return self.world > 1
 
 
-def setup(device: torch.device) -> Distributed:
-    """Join the process group torchrun describes in the environment, if any."""
+def place() -> Distributed:
+    """This process's place: from the process group once joined, else from torchrun's
+    environment (RANK, WORLD_SIZE, LOCAL_RANK), else alone."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if dist.is_available() and dist.is_initialized():
+        return Distributed(dist.get_rank(), dist.get_world_size(), local_rank)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
+        return Distributed()
+    return Distributed(int(os.environ.get("RANK", "0")), world, local_rank)
+
+
+def is_main_process() -> bool:
+    """Whether this process writes files and prints (rank 0 of a torchrun job, or alone)."""
+    return place().main
+
+
+def setup(device: torch.device) -> Distributed:
+    """Join the process group torchrun describes in the environment, if any."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Distributed()
     if not dist.is_initialized():
         # The main process alone computes validation and stage 2's feature cache while the
@@ -42,9 +58,7 @@ def setup(device: torch.device) -> Distributed:
         dist.init_process_group(
             backend="nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=3)
         )
-    return Distributed(
-        dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
-    )
+    return place()
 
 
 def sum_all(value: torch.Tensor, group: Distributed) -> torch.Tensor:

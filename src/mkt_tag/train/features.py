@@ -30,8 +30,9 @@ Report = Callable[..., None]
 
 
 @dataclass
-class Features:
-    """Global (N x D) and patch (N x P x D) features, and the rows whose image failed."""
+class StoredFeatures:
+    """A data set's image features as stored in the run folder (stage 2, validation): global
+    (N x D) and patch (N x P x D) features, and the rows whose image failed."""
 
     global_: np.ndarray
     patches: np.ndarray
@@ -57,7 +58,7 @@ def encode(
     autocast: Callable[[], AbstractContextManager[Any]],
     report: Report,
     name: str,
-) -> Features:
+) -> StoredFeatures:
     """Features of every image; a file that cannot be read gets zeros, listed in ``failed``."""
     model.eval()
     preprocess = model.config.preprocess
@@ -88,10 +89,12 @@ def encode(
         globals_.append(features.global_.float().cpu().numpy().astype(np.float16))
         patches.append(features.patches.float().cpu().numpy().astype(np.float16))
         report("features_step", name=name, images=len(items))
-    return Features(np.concatenate(globals_), np.concatenate(patches), failed)
+    return StoredFeatures(np.concatenate(globals_), np.concatenate(patches), failed)
 
 
-def cached(folder: Path, name: str, key: dict[str, Any], compute: Callable[[], Features]) -> bool:
+def cached(
+    folder: Path, name: str, key: dict[str, Any], compute: Callable[[], StoredFeatures]
+) -> bool:
     """Compute and store features ``name`` unless ``folder`` has them for this ``key``.
 
     Returns whether they were computed. Files are written under temporary names and renamed,
@@ -115,11 +118,11 @@ def cached(folder: Path, name: str, key: dict[str, Any], compute: Callable[[], F
     return True
 
 
-def read(folder: Path, name: str) -> Features:
+def read(folder: Path, name: str) -> StoredFeatures:
     """Stored features, memory-mapped (nothing is read until used)."""
     paths = _paths(folder, name)
     failed = json.loads(paths["key"].read_text(encoding="utf-8"))["failed"]
-    return Features(
+    return StoredFeatures(
         np.load(paths["global"], mmap_mode="r"), np.load(paths["patches"], mmap_mode="r"), failed
     )
 
@@ -138,7 +141,7 @@ def _paths(folder: Path, name: str) -> dict[str, Path]:
 
 @torch.inference_mode()
 def validation_map(
-    model: MKT, features: Features, labels: Sequence[str], targets: np.ndarray
+    model: MKT, features: StoredFeatures, labels: Sequence[str], targets: np.ndarray
 ) -> float:
     """mAP over the labels with a validation positive; unreadable images left out."""
     device = model.visual.proj.device

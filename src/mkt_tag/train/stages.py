@@ -4,14 +4,48 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from mkt_tag import checkpoints
 from mkt_tag.errors import MktTagError
 from mkt_tag.model import MKT, ImageFeatures, visual_blocks, visual_head, visual_tokens
+from mkt_tag.prompts import PromptContext
+from mkt_tag.train.data import EpochSampler
 from mkt_tag.train.settings import TrainConfig
+
+Losses = dict[str, tuple[torch.Tensor, torch.Tensor]]  # loss part -> (sum, count)
+
+
+class EpochData(Protocol):
+    """What a stage's batches are drawn from (AugmentedImages, FeatureRows)."""
+
+    epoch: int  # augmentation draws from (seed, epoch, index)
+
+    def __len__(self) -> int: ...
+
+    def path(self, index: int) -> Any: ...
+
+    def collate(self, items: list[Any]) -> dict[str, Any]: ...
+
+
+@dataclass
+class StagePlan:
+    """Everything the training loop needs to run the epochs of one stage."""
+
+    stage: int  # 1 (vision side) or 2 (prompt tuning)
+    epochs: int  # epochs of the stage
+    dataset: EpochData  # what batches are drawn from
+    sampler: EpochSampler  # this process's share of each epoch's order
+    workers: int  # data-loading processes
+    net: nn.Module  # the module run forward (wrapped for data-parallel runs)
+    optimizer: torch.optim.Optimizer  # a param group's "lr_scale" multiplies its lr (default 1)
+    losses: Callable[[dict[str, Any]], Losses]  # batch -> forward pass -> its losses
+    schedule: Callable[[int], float]  # learning rate of the stage's optimiser step s
 
 
 def learning_rate(step: int, total: int, warmup: int, base: float, minimum: float) -> float:
@@ -22,17 +56,45 @@ def learning_rate(step: int, total: int, warmup: int, base: float, minimum: floa
     return minimum + (base - minimum) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def load_model(config: TrainConfig) -> MKT:
+    """The model a run starts from, with the run's scoring settings and label prompt.
+
+    Raises:
+        MktTagError: the model cannot be loaded, or has fewer blocks than trainable_blocks.
+    """
+    model = checkpoints.load(config.model)
+    first_trainable_block(model.visual, config.trainable_blocks)  # fail before any work
+    model.config.top_k = config.top_k
+    if config.streams is not None:
+        model.config.streams = config.streams
+    if model.config.template != config.template and not model.config.prompt_context:
+        model.config.template = config.template
+        model.prompt = PromptContext.from_template(model.clip, model.tokenizer, config.template)
+    return model
+
+
+def first_trainable_block(visual: Any, trainable_blocks: int) -> int:
+    """Index of the lowest ViT block stage 1 trains (the last ``trainable_blocks`` are).
+
+    Raises:
+        MktTagError: the backbone has fewer blocks than ``trainable_blocks``.
+    """
+    n_blocks = len(visual.transformer.resblocks)
+    if not 1 <= trainable_blocks <= n_blocks:
+        raise MktTagError(f"trainable_blocks must be 1..{n_blocks} for this backbone")
+    return n_blocks - trainable_blocks
+
+
 def stage1_parameter_groups(model: MKT, config: TrainConfig) -> list[dict[str, Any]]:
     """The last ``trainable_blocks`` blocks (layer-wise lr decay), ``ln_post`` and ``proj``.
 
-    Block ``i`` of ``L`` gets ``layer_decay ** (L - i)``; 1-D tensors and biases no weight decay.
+    Block ``i`` of ``L`` gets ``layer_decay ** (L - i)`` as the group's ``lr_scale``; 1-D
+    tensors and biases no weight decay.
     """
     visual = model.visual
     blocks = visual.transformer.resblocks
     n_blocks = len(blocks)
-    first = n_blocks - config.trainable_blocks
-    if not 0 <= first < n_blocks:
-        raise MktTagError(f"trainable_blocks must be 1..{n_blocks} for this backbone")
+    first = first_trainable_block(visual, config.trainable_blocks)
     named: list[tuple[float, str, nn.Parameter]] = []
     for i in range(first, n_blocks):
         scale = config.layer_decay ** (n_blocks - i)
@@ -80,7 +142,7 @@ class Teacher(nn.Module):
 
     def __init__(self, visual: Any, trainable_blocks: int) -> None:
         super().__init__()
-        first = len(visual.transformer.resblocks) - trainable_blocks
+        first = first_trainable_block(visual, trainable_blocks)
         self.blocks = nn.ModuleList(copy.deepcopy(b) for b in visual.transformer.resblocks[first:])
         self.ln_post = copy.deepcopy(visual.ln_post)
         self.proj = nn.Parameter(visual.proj.detach().clone())

@@ -22,9 +22,7 @@ from torch import nn
 from mkt_tag import checkpoints
 from mkt_tag.datasets import LabelledImages
 from mkt_tag.devices import pick_device
-from mkt_tag.errors import MktTagError
-from mkt_tag.model import MKT, normalise_pixels
-from mkt_tag.prompts import PromptContext
+from mkt_tag.model import normalise_pixels
 from mkt_tag.train import distributed
 from mkt_tag.train import features as train_features
 from mkt_tag.train import resume as run_state
@@ -33,16 +31,18 @@ from mkt_tag.train.losses import distillation_loss, global_mean, ranking_loss
 from mkt_tag.train.resume import ResumeState
 from mkt_tag.train.settings import CONFIG_FILE, TrainConfig
 from mkt_tag.train.stages import (
+    Losses,
     Stage1Net,
     Stage2Net,
+    StagePlan,
     Teacher,
     learning_rate,
+    load_model,
     stage1_parameter_groups,
     trainable_names,
 )
 
 Report = Callable[..., None]  # report(event, **details): progress for the CLI
-Step = Callable[[dict[str, Any]], dict[str, tuple[torch.Tensor, torch.Tensor]]]
 
 
 class StopTraining(Exception):
@@ -74,7 +74,7 @@ class Trainer:
         if self.group.active and self.device.type == "cuda":
             self.device = torch.device("cuda", self.group.local_rank)
             torch.cuda.set_device(self.device)
-        self.model = self._load_model()
+        self.model = load_model(config).to(self.device)
         self.model.tokenize(train.labels, config.labels)  # labels too long fail here, at once
         # What differs from the backbone before training: kept in every delta checkpoint.
         self.base_names = checkpoints.stored_tensor_names(config.model)
@@ -94,21 +94,6 @@ class Trainer:
         amp_fp16 = config.amp and self.device.type == "cuda" and not torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_fp16)
 
-    def _load_model(self) -> MKT:
-        model = checkpoints.load(self.config.model)
-        model.config.top_k = self.config.top_k
-        if self.config.streams is not None:
-            model.config.streams = self.config.streams
-        if model.config.template != self.config.template and not model.config.prompt_context:
-            model.config.template = self.config.template
-            model.prompt = PromptContext.from_template(
-                model.clip, model.tokenizer, self.config.template
-            )
-        blocks = len(model.visual.transformer.resblocks)
-        if not 1 <= self.config.trainable_blocks <= blocks:
-            raise MktTagError(f"trainable_blocks must be 1..{blocks} for this backbone")
-        return model.to(self.device)
-
     # --- the run --------------------------------------------------------------------------
 
     def run(self) -> ResumeState:
@@ -122,10 +107,10 @@ class Trainer:
                     continue
                 if self.state.stage != stage:
                     self.state = self.state.next_stage(stage)
-                if stage == 1:
-                    self._stage1()
-                else:
-                    self._stage2()
+                plan = self._stage1_plan() if stage == 1 else self._stage2_plan()
+                for epoch in range(self.state.epoch, plan.epochs):
+                    statistics = self._epoch(plan, epoch)
+                    self._end_epoch(plan, epoch, statistics, self._validate(stage))
                 self.state.done.append(stage)
                 self._save_state(None)  # the finished stage is recorded as done
                 self.report("stage_done", stage=stage)
@@ -135,11 +120,12 @@ class Trainer:
             distributed.teardown(self.group)
         return self.state
 
-    def _stage1(self) -> None:
+    def _stage1_plan(self) -> StagePlan:
+        """The vision side: top blocks with layer-wise lr decay, ranking + distillation."""
         config, model = self.config, self.model
         assert self.teacher is not None
         model.requires_grad_(False)
-        groups = stage1_parameter_groups(model, config)
+        groups = stage1_parameter_groups(model, config)  # each with its "lr_scale"
         for group in groups:
             for parameter in group["params"]:
                 parameter.requires_grad_(True)
@@ -158,7 +144,7 @@ class Trainer:
         per_epoch = math.ceil(sampler.batches_per_epoch() / config.grad_accum)
         total, warmup = per_epoch * config.epochs, per_epoch * config.warmup_epochs
 
-        def step(batch: dict[str, Any]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        def loss_parts(batch: dict[str, Any]) -> Losses:
             images = normalise_pixels(
                 batch["images"].to(self.device), model.config.preprocess, torch.float32
             )
@@ -170,15 +156,16 @@ class Trainer:
                 "distill": (config.distill_weight * distill_sum, distill_count),
             }
 
-        def schedule(step_index: int) -> float:
-            return learning_rate(step_index, total, warmup, config.lr, config.min_lr)
+        def schedule(step: int) -> float:
+            return learning_rate(step, total, warmup, config.lr, config.min_lr)
 
-        for epoch in range(self.state.epoch, config.epochs):
-            dataset.epoch = epoch
-            self._epoch(1, epoch, dataset, sampler, optimizer, groups, net, step, schedule)
-            self._end_epoch(1, epoch, self._validate(1), optimizer)
+        workers = self._workers(1)
+        return StagePlan(
+            1, config.epochs, dataset, sampler, workers, net, optimizer, loss_parts, schedule
+        )
 
-    def _stage2(self) -> None:
+    def _stage2_plan(self) -> StagePlan:
+        """Prompt tuning on cached image features (the vision side is frozen)."""
         config, model = self.config, self.model
         if 1 in self.state.done and self.state.step == 0 and (self.run_dir / "best").is_dir():
             self._load_best()  # prompt tuning starts from the best stage-1 weights
@@ -188,7 +175,6 @@ class Trainer:
         optimizer = torch.optim.AdamW(
             model.prompt.parameters(), lr=config.prompt_lr, weight_decay=config.weight_decay
         )
-        groups = [{"lr_scale": 1.0}]
         self._load_optimizer(optimizer)
         self.frozen_weights = train_features.weights_fingerprint(model.visual)
         features = self._features(self.train_data, "train")
@@ -201,80 +187,62 @@ class Trainer:
         )
         total = math.ceil(sampler.batches_per_epoch() / config.grad_accum) * config.prompt_epochs
 
-        def step(batch: dict[str, Any]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        def loss_parts(batch: dict[str, Any]) -> Losses:
             scores = net(batch["global"].to(self.device), batch["patches"].to(self.device))
             return {"rank": ranking_loss(scores, batch["targets"].to(self.device))}
 
-        def schedule(step_index: int) -> float:
-            return learning_rate(step_index, total, 0, config.prompt_lr, config.prompt_min_lr)
+        def schedule(step: int) -> float:
+            return learning_rate(step, total, 0, config.prompt_lr, config.prompt_min_lr)
 
-        for epoch in range(self.state.epoch, config.prompt_epochs):
-            self._epoch(2, epoch, dataset, sampler, optimizer, groups, net, step, schedule)
-            self._end_epoch(2, epoch, self._validate(2), optimizer)
+        workers = self._workers(2)
+        return StagePlan(
+            2, config.prompt_epochs, dataset, sampler, workers, net, optimizer, loss_parts, schedule
+        )
 
-    def _epoch(
-        self,
-        stage: int,
-        epoch: int,
-        dataset: Any,
-        sampler: EpochSampler,
-        optimizer: torch.optim.Optimizer,
-        groups: list[dict[str, Any]],
-        net: nn.Module,
-        step: Step,
-        schedule: Callable[[int], float],
-    ) -> None:
-        config, state = self.config, self.state
+    def _epoch(self, plan: StagePlan, epoch: int) -> dict[str, float]:
+        """One epoch of a stage, from the resume point on; returns its statistics."""
+        config, state, optimizer = self.config, self.state, plan.optimizer
         start = state.batch
-        sampler.set_epoch(epoch, start)
-        loader = torch.utils.data.DataLoader(
-            dataset,
-            batch_size=sampler.batch_size,
-            sampler=sampler,
-            collate_fn=dataset.collate,
-            num_workers=self._workers(stage),
+        plan.dataset.epoch = epoch
+        plan.sampler.set_epoch(epoch, start)
+        loader: torch.utils.data.DataLoader[Any] = torch.utils.data.DataLoader(
+            plan.dataset,  # type: ignore[arg-type]
+            batch_size=plan.sampler.batch_size,
+            sampler=plan.sampler,
+            collate_fn=plan.dataset.collate,
+            num_workers=plan.workers,
             pin_memory=self.device.type == "cuda",
         )
-        total_batches = sampler.batches_per_epoch()
-        self.report("epoch_start", stage=stage, epoch=epoch, batches=total_batches, done=start)
+        batches = plan.sampler.batches_per_epoch()
+        self.report("epoch_start", stage=plan.stage, epoch=epoch, batches=batches, done=start)
         started = time.perf_counter()
         for batch_index, batch in enumerate(loader, start=start):
             if self._stop_due() and batch_index % config.grad_accum == 0:
                 raise StopTraining  # resumed with a --max-steps already reached
             last_micro = (batch_index + 1) % config.grad_accum == 0
-            last_micro = last_micro or batch_index == total_batches - 1
-            if batch["failed"]:
-                failed = batch["failed"]
-                paths = [str(dataset.path(index)) for index, _ in failed]
-                self.report("bad_images", paths=paths, reasons=[r for _, r in failed])
-            ddp = isinstance(net, nn.parallel.DistributedDataParallel)
-            # Gradients are exchanged once per optimiser step, not per micro-batch.
-            sync = net.no_sync() if ddp and not last_micro else nullcontext()  # type: ignore[operator]
-            with sync:
+            last_micro = last_micro or batch_index == batches - 1
+            self._report_bad_images(plan, batch)
+            # Forward, loss, backward; DDP exchanges gradients at a step's last micro-batch.
+            with self._no_sync(plan.net, last_micro):
                 with self._autocast():
-                    parts = step(batch)
+                    parts = plan.losses(batch)
                 loss, means = global_mean(parts, self.group)
                 self.scaler.scale(loss / config.grad_accum).backward()
             for name, mean in means.items():
                 state.loss_sums[name] = state.loss_sums.get(name, 0.0) + mean
             state.images += int(batch["valid"].sum()) * self.group.world
-            if last_micro:
-                lr = schedule(state.step)
-                for group, live in zip(groups, optimizer.param_groups, strict=True):
-                    live["lr"] = lr * group["lr_scale"]
+            if last_micro:  # the step's learning rate (times each group's scale), then the step
+                lr = plan.schedule(state.step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
                 self.scaler.step(optimizer)
                 self.scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1
                 state.total_steps += 1
             state.batch = batch_index + 1
-            self.report(
-                "step",
-                stage=stage,
-                epoch=epoch,
-                batch=state.batch,
-                loss={k: v / state.batch for k, v in state.loss_sums.items()},
-            )
+            loss_so_far = {k: v / state.batch for k, v in state.loss_sums.items()}
+            self.report("step", stage=plan.stage, epoch=epoch, batch=state.batch, loss=loss_so_far)
             save_point = config.save_every and state.step % config.save_every == 0
             if last_micro and (save_point or self._stop_due()):
                 state.seconds += time.perf_counter() - started
@@ -283,19 +251,19 @@ class Trainer:
                 if self._stop_due():
                     raise StopTraining
         state.seconds += time.perf_counter() - started
-        batches = max(1, state.batch)
-        self._epoch_log = {
-            "loss": sum(state.loss_sums.values()) / batches,
-            **{f"{k}_loss": v / batches for k, v in state.loss_sums.items()},
-            "lr": schedule(max(0, state.step - 1)),
+        done = max(1, state.batch)
+        return {
+            "loss": sum(state.loss_sums.values()) / done,
+            **{f"{k}_loss": v / done for k, v in state.loss_sums.items()},
+            "lr": plan.schedule(max(0, state.step - 1)),
             "images_per_s": state.images / max(state.seconds, 1e-9),
         }
 
     def _end_epoch(
-        self, stage: int, epoch: int, val_map: float, optimizer: torch.optim.Optimizer
+        self, plan: StagePlan, epoch: int, statistics: dict[str, float], val_map: float
     ) -> None:
         """Checkpoints, a metrics row and a resume point; the best is chosen on validation."""
-        state = self.state
+        state, stage = self.state, plan.stage
         # No validation label has a positive: mAP is undefined and the latest epoch counts.
         improved = math.isnan(val_map) or val_map > state.best_map
         state.epoch = epoch + 1
@@ -303,7 +271,7 @@ class Trainer:
         if improved:
             state.best = f"stage {stage} epoch {epoch + 1}"
             state.best_map = state.best_map if math.isnan(val_map) else val_map
-        row = {"stage": stage, "epoch": epoch + 1, **self._epoch_log}
+        row: dict[str, Any] = {"stage": stage, "epoch": epoch + 1, **statistics}
         row.update(val_map=val_map, best=improved)
         if self.group.main:
             names = set(trainable_names(self.model, stage, self.config)) | self.base_names
@@ -311,7 +279,7 @@ class Trainer:
             if improved:
                 checkpoints.save(self.model, self.run_dir / "best", trained=names)
             run_state.append_metrics(self.run_dir, row)
-        self._save_state(optimizer)
+        self._save_state(plan.optimizer)
         distributed.barrier(self.group)
         self.report("epoch_end", **row)
 
@@ -327,6 +295,17 @@ class Trainer:
             return net
         ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(net, device_ids=ids)
+
+    def _no_sync(self, net: nn.Module, last_micro: bool) -> Any:
+        """DDP exchanges gradients at the last micro-batch of a step only."""
+        if isinstance(net, nn.parallel.DistributedDataParallel) and not last_micro:
+            return net.no_sync()
+        return nullcontext()
+
+    def _report_bad_images(self, plan: StagePlan, batch: dict[str, Any]) -> None:
+        if batch["failed"]:
+            paths = [str(plan.dataset.path(index)) for index, _ in batch["failed"]]
+            self.report("bad_images", paths=paths, reasons=[r for _, r in batch["failed"]])
 
     def _autocast(self) -> Any:
         if self.config.amp and self.device.type == "cuda":
@@ -367,7 +346,7 @@ class Trainer:
         tensors = load_file(str(self.run_dir / "best" / checkpoints.WEIGHTS_FILE))
         self.model.load_state_dict(tensors, strict=False)
 
-    def _features(self, data: LabelledImages, name: str) -> train_features.Features:
+    def _features(self, data: LabelledImages, name: str) -> train_features.StoredFeatures:
         """Eval-time features of ``data``, computed once (main process) into the run folder."""
         folder = self.run_dir / "features"
         key = {
@@ -381,7 +360,7 @@ class Trainer:
         distributed.barrier(self.group)
         return train_features.read(folder, name)
 
-    def _encode(self, data: LabelledImages, name: str) -> train_features.Features:
+    def _encode(self, data: LabelledImages, name: str) -> train_features.StoredFeatures:
         return train_features.encode(
             self.model,
             data.paths,
