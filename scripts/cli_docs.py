@@ -26,7 +26,7 @@ when this file and the code disagree.
 | code | meaning |
 | --- | --- |
 | {EXIT_OK} | success |
-| {EXIT_ERROR} | error, nothing done (bad label file, model not found or not cached, ...) |
+| {EXIT_ERROR} | error, nothing done (bad label file, no input found, model not cached, ...) |
 | {EXIT_USAGE} | usage error (unknown option, bad value) |
 | {EXIT_PARTIAL} | finished, but some inputs failed; each is named on stderr |
 | {EXIT_INTERRUPTED} | interrupted (Ctrl-C); finished work is kept, the same command resumes |

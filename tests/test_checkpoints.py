@@ -107,3 +107,27 @@ def test_checkpoint_folder_is_not_private(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE((tmp_path / "c").stat().st_mode) == 0o777 & ~umask
+
+
+def test_config_round_trips_through_json(tmp_path, tiny_id):
+    """Validation accepts every config mkt-tag writes, and reads back the same values."""
+    from mkt_tag.config import ModelConfig
+    from mkt_tag.paper_checkpoints import reference_preprocess
+
+    for model in (checkpoints.load(tiny_id), checkpoints.load(str(TINY_CONFIG))):
+        data = json.loads(json.dumps(model.config.to_dict()))
+        assert ModelConfig.from_dict(data) == model.config
+    paper = ModelConfig(top_k=16, streams="local", preprocess=reference_preprocess(224))
+    assert ModelConfig.from_dict(json.loads(json.dumps(paper.to_dict()))) == paper
+
+
+def test_large_finite_weights_are_not_mistaken_for_infinite(tmp_path):
+    """The NaN check sums each tensor first; a sum that overflows must not refuse it."""
+    from mkt_tag.checkpoints import _check_finite
+
+    big = torch.full((4,), 60_000.0, dtype=torch.float16)  # sums to inf in fp16
+    assert not bool(big.sum().isfinite())
+    _check_finite({"big": big}, tmp_path / "model.safetensors")
+    big[1] = float("nan")
+    with pytest.raises(CheckpointError, match="big has NaN or infinite values"):
+        _check_finite({"big": big}, tmp_path / "model.safetensors")

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from mkt_tag.errors import OutputError
-from mkt_tag.files import atomic_write_bytes, atomic_write_text
+from mkt_tag.files import (
+    atomic_write_bytes,
+    atomic_write_text,
+    remove_stale_temporaries,
+    temporary_path,
+)
 
 
 def files_in(folder: Path) -> list[str]:
@@ -85,3 +93,40 @@ def test_writing_over_a_directory_is_an_output_error(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="cannot write"):
         atomic_write_text(tmp_path / "out.txt", "new")
     assert files_in(tmp_path) == ["out.txt"]
+
+
+# --- temporary files left by killed processes ------------------------------------------
+
+
+def dead_pid() -> int:
+    """The id of a process that has just ended."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_temporary_names_are_hidden_and_name_their_process(tmp_path: Path) -> None:
+    temporary = temporary_path(tmp_path / "photo.jpg.xmp")
+    assert temporary.parent == tmp_path
+    assert re.fullmatch(rf"\.photo\.jpg\.xmp\.{os.getpid()}\.[0-9a-f]{{8}}\.tmp", temporary.name)
+
+
+def test_stale_temporaries_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    gone = dead_pid()
+    stale = [tmp_path / f".a.jpg.xmp.{gone}.0123abcd.tmp", tmp_path / f".t.csv.{gone}.ffffffff.tmp"]
+    kept = [
+        tmp_path / f".a.jpg.xmp.{os.getpid()}.0123abcd.tmp",  # this process: a write going on
+        tmp_path / ".a.jpg.xmp.1.0123abcd.tmp",  # pid 1 runs (and is not ours to judge)
+        tmp_path / f"a.jpg.xmp.{gone}.0123abcd.tmp",  # not hidden
+        tmp_path / f".a.jpg.xmp.{gone}.0123ABCD.tmp",  # not our token
+        tmp_path / f".a.jpg.xmp.{gone}.0123abcd.tmp~",
+        tmp_path / ".a.jpg.xmp.99999999999.0123abcd.tmp",  # no such pid can exist
+        tmp_path / "a.jpg",
+    ]
+    for path in [*stale, *kept]:
+        path.write_bytes(b"")
+    (tmp_path / f".dir.{gone}.0123abcd.tmp").mkdir()  # not a file
+    kept.append(tmp_path / f".dir.{gone}.0123abcd.tmp")
+    assert sorted(remove_stale_temporaries(tmp_path)) == sorted(stale)
+    assert sorted(tmp_path.iterdir()) == sorted(kept)
+    assert remove_stale_temporaries(tmp_path / "missing") == []

@@ -117,6 +117,8 @@ def test_download_through_fake_hub(isolated_cache, tiny_model_dir, monkeypatch):
         return str(snapshot / filename)
 
     monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_download)
+    # the connection check before downloading: the fake hub answers it
+    monkeypatch.setattr("huggingface_hub.get_hf_file_metadata", lambda url, **kwargs: None)
     backbone = hub.download("hf-hub:test-org/tiny", isolated_cache)
     assert backbone.weights is not None and backbone.weights.is_file()
     assert ("test-org/tiny", "open_clip_config.json") in calls
@@ -133,6 +135,7 @@ def test_download_failure_names_model_and_cache(isolated_cache, monkeypatch):
         raise ConnectionError("no route to host")
 
     monkeypatch.setattr("huggingface_hub.hf_hub_download", no_network)
+    monkeypatch.setattr("huggingface_hub.get_hf_file_metadata", no_network)
     with pytest.raises(ModelNotCachedError, match="could not be downloaded"):
         hub.download("ViT-B-32:openai", isolated_cache)
 
@@ -166,3 +169,76 @@ def test_local_dir_errors(tmp_path):
     (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": {"x": 1}}))
     with pytest.raises(ModelError, match="not an open_clip model config"):
         hub.resolve(f"local-dir:{tmp_path}")
+
+
+def test_every_open_clip_vit_fits_the_architecture_limits():
+    """The limits on sizes refuse hostile configs, never a real backbone."""
+    import open_clip
+
+    from mkt_tag.config import check_arch
+
+    checked = 0
+    for arch_name, tag in open_clip.list_pretrained():
+        try:
+            arch, pretrained, _ = hub._builtin_files(f"{arch_name}:{tag}")
+        except ModelError:  # not on the hub
+            continue
+        try:
+            check_arch(arch)
+        except ValueError as error:  # ResNets, timm and Hugging Face towers, CoCa
+            assert str(error).startswith("unsupported backbone"), (arch_name, error)
+            continue
+        hub._preprocess_from(arch, pretrained, f"{arch_name}:{tag}")
+        checked += 1
+    assert checked > 50  # 80 with open_clip 3.3
+
+
+def online(monkeypatch, download, probe=lambda url, **kwargs: None) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", download)
+    monkeypatch.setattr("huggingface_hub.get_hf_file_metadata", probe)
+
+
+def test_connection_error_wrapped_by_huggingface_hub_stops_downloads(isolated_cache, monkeypatch):
+    """huggingface_hub raises LocalEntryNotFoundError from the HTTP library's ConnectError."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    calls = []
+
+    def lost(repo_id, filename, **kwargs):
+        calls.append(filename)
+        try:
+            raise OSError("[Errno -3] Temporary failure in name resolution")
+        except OSError as inner:
+            connect_error = type("ConnectError", (Exception,), {})  # httpx's, by name
+            try:
+                raise connect_error("cannot connect") from inner
+            except Exception as error:
+                raise LocalEntryNotFoundError("cannot find the requested files") from error
+
+    online(monkeypatch, lost)
+    with pytest.raises(ModelNotCachedError, match="no connection to the Hugging Face hub"):
+        hub.download("ViT-B-32:openai", isolated_cache)
+    assert calls == ["open_clip_model.safetensors"]  # not the .bin after it
+
+
+def test_missing_file_on_the_hub_tries_the_next_one(isolated_cache, tiny_model_dir, monkeypatch):
+    """A file the repo lacks (the probe and the download say 404) is not "no network"."""
+    remote = {"open_clip_pytorch_model.bin": tiny_model_dir / "open_clip_model.safetensors"}
+    calls = []
+
+    def download(repo_id, filename, cache_dir=None, **kwargs):
+        calls.append(filename)
+        if filename not in remote:
+            raise FileNotFoundError(filename)
+        snapshot = seed_hub_cache(Path(cache_dir).parent, repo_id, {filename: remote[filename]})
+        return str(snapshot / filename)
+
+    def probe(url, **kwargs):
+        raise FileNotFoundError(url)  # like huggingface_hub's RemoteEntryNotFoundError
+
+    online(monkeypatch, download, probe)
+    backbone = hub.download("ViT-B-32:openai", isolated_cache)
+    assert backbone.weights is not None and backbone.weights.name == "open_clip_pytorch_model.bin"
+    assert calls == ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]

@@ -14,7 +14,15 @@ import pytest
 from PIL import Image
 
 from mkt_tag.errors import ImageLoadError
-from mkt_tag.images import find_images, load_image, resize_center_crop, to_rgb
+from mkt_tag.images import (
+    IMAGE_EXTENSIONS,
+    UNREADABLE_EXTENSIONS,
+    find_images,
+    load_image,
+    resize_center_crop,
+    scan_inputs,
+    to_rgb,
+)
 
 WHITE = (255, 255, 255)
 
@@ -108,6 +116,54 @@ def test_find_images_reports_unreadable_directories(
     images, errors = find_images([tree], recursive=True)
     assert tree / "b.jpg" in images
     assert [(error.path, error.reason) for error in errors] == [(tree / "sub", "permission denied")]
+
+
+def test_scan_lists_photo_formats_it_cannot_read_apart(tree: Path) -> None:
+    for name in ["x.heic", "y.HEIF", "sub/z.cr2", "w.dng", ".hidden.heic", "v.mov"]:
+        (tree / name).write_bytes(b"x")
+    found = scan_inputs([tree], recursive=True)
+    assert found.images == [
+        tree / "a.PNG",
+        tree / "b.jpg",
+        tree / "c.webp",
+        tree / "sub" / "d.tiff",
+    ]
+    assert found.unreadable == [
+        tree / "sub" / "z.cr2",
+        tree / "w.dng",
+        tree / "x.heic",
+        tree / "y.HEIF",
+    ]
+    assert found.errors == [] and found.missing == []
+    assert find_images([tree], recursive=True)[0] == found.images
+
+
+def test_scan_tells_missing_inputs_from_other_errors(tree: Path) -> None:
+    found = scan_inputs([tree / "nope", tree / "b.jpg"])
+    assert found.missing == [tree / "nope"]
+    assert [error.path for error in found.errors] == [tree / "nope"]
+
+
+def test_the_lists_of_extensions_do_not_overlap() -> None:
+    assert not IMAGE_EXTENSIONS & UNREADABLE_EXTENSIONS
+    assert {".heic", ".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".orf", ".rw2"} <= (
+        UNREADABLE_EXTENSIONS
+    )
+    assert ".avif" in IMAGE_EXTENSIONS | UNREADABLE_EXTENSIONS
+
+
+@pytest.mark.skipif(".avif" not in IMAGE_EXTENSIONS, reason="this Pillow has no AVIF")
+def test_avif_is_found_and_read_where_pillow_reads_it(tmp_path: Path) -> None:
+    solid(tmp_path / "a.avif")
+    assert find_images([tmp_path])[0] == [tmp_path / "a.avif"]
+    assert load_image(tmp_path / "a.avif").size == (32, 24)
+
+
+def test_a_named_file_of_an_unread_format_says_so(tmp_path: Path) -> None:
+    (tmp_path / "x.HEIC").write_bytes(b"\0\0\0\x18ftypheic" + bytes(64))
+    assert (
+        reason_of(tmp_path / "x.HEIC") == "mkt-tag cannot read .heic files yet (convert it to JPEG)"
+    )
 
 
 # --- colour modes ------------------------------------------------------------------------

@@ -123,3 +123,25 @@ def test_regression_scores_are_stable():
         pytest.fail(f"{stored} missing: generate it with tests/data/make_regression.py")
     expected = torch.load(stored, weights_only=True)
     assert torch.allclose(scores, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["tiny", "ViT-B-16", "ViT-L-14-336", "ViT-bigG-14"])
+def test_parameter_estimate_matches_open_clip(name):
+    """The limit on an architecture's size uses an estimate: it must be open_clip's count."""
+    import json
+
+    from mkt_tag.config import estimate_parameters
+
+    arch = (
+        json.loads(TINY_CONFIG.read_text()) if name == "tiny" else open_clip.get_model_config(name)
+    )
+    with torch.device("meta"):  # no memory: only the shapes
+        clip = open_clip.CLIP(**arch)
+    assert estimate_parameters(arch) == sum(p.numel() for p in clip.parameters())
+
+
+def test_config_interpolations_are_the_images_ones():
+    from mkt_tag.config import INTERPOLATIONS
+    from mkt_tag.images import INTERPOLATIONS as RESAMPLING
+
+    assert set(INTERPOLATIONS) == set(RESAMPLING)

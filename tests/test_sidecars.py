@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from mkt_tag import sidecars
 from mkt_tag.errors import InputFileError, OutputError
 from mkt_tag.results import Tag
-from mkt_tag.sidecars import read_sidecar_tags, sidecar_path, write_sidecar
+from mkt_tag.sidecars import read_sidecar_tags, sidecar_collisions, sidecar_path, write_sidecar
 
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 DC = "http://purl.org/dc/elements/1.1/"
@@ -221,3 +222,43 @@ def test_xmp_with_doctype_is_refused(tmp_path: Path, document: str) -> None:
 def test_read_missing_sidecar(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match="file not found"):
         read_sidecar_tags(tmp_path / "nope.txt", "txt")
+
+
+# --- sidecars two images would share ----------------------------------------------------
+
+
+def touch(*paths: Path) -> None:
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+
+
+def test_stem_naming_collisions_name_every_image_involved(tmp_path: Path) -> None:
+    a_jpg, a_jpeg, b_png, c_jpg, c_png = (
+        tmp_path / name for name in ["a.jpg", "a.jpeg", "b.png", "c.jpg", "c.png"]
+    )
+    touch(a_jpg, a_jpeg, b_png, c_jpg, c_png, tmp_path / "b.cr2", tmp_path / ".c.gif")
+    # c.png is not in the run, but a folder scan would tag it and write c.xmp too.
+    collisions = sidecar_collisions([a_jpeg, a_jpg, b_png, c_jpg], "xmp", "stem")
+    assert collisions == {a_jpeg: [a_jpg], a_jpg: [a_jpeg], c_jpg: [c_png]}
+    assert sidecar_collisions([a_jpeg, a_jpg, b_png, c_jpg], "xmp", "full") == {}
+
+
+def test_one_image_spelled_twice_does_not_collide_with_itself(tmp_path: Path) -> None:
+    touch(tmp_path / "photos" / "a.jpg")
+    (tmp_path / "link").symlink_to(tmp_path / "photos")
+    images = [tmp_path / "photos" / "a.jpg", tmp_path / "link" / "a.jpg"]
+    assert sidecar_collisions(images, "txt", "stem") == {}
+
+
+def test_stem_collisions_ignore_case_where_the_folder_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    touch(tmp_path / "Photo.jpg", tmp_path / "photo.png")
+    images = [tmp_path / "Photo.jpg", tmp_path / "photo.png"]
+    assert sidecar_collisions(images, "xmp", "stem") == {}  # this folder tells case apart
+    monkeypatch.setattr(sidecars, "_ignores_case", lambda folder, sample: True)
+    assert sidecar_collisions(images, "xmp", "stem") == {
+        images[0]: [images[1]],
+        images[1]: [images[0]],
+    }

@@ -3,7 +3,12 @@ from __future__ import annotations
 import pytest
 
 from mkt_tag.errors import LabelFileError
-from mkt_tag.thresholds import read_thresholds
+from mkt_tag.thresholds import (
+    labels_fingerprint,
+    read_thresholds,
+    read_thresholds_file,
+    write_thresholds,
+)
 from mkt_tag.vocab import normalise, read_labels
 
 
@@ -58,6 +63,27 @@ def test_thresholds(tmp_path):
     path = write(tmp_path, "# label\tthreshold\nCat\t0.5\ntraffic  light\t-0.25\n", "t.tsv")
     assert read_thresholds(path) == {"cat": 0.5, "traffic light": -0.25}
     assert normalise(" Traffic   LIGHT ") == "traffic light"
+
+
+def test_thresholds_header_round_trip(tmp_path):
+    path = tmp_path / "t.tsv"
+    write_thresholds(
+        path, ["Cat", "dog"], [0.5, float("inf")], "from a test\nmodel: ignored", "m:1", "ab12"
+    )
+    found = read_thresholds_file(path)
+    assert found.thresholds == {"cat": 0.5, "dog": 1e308}
+    assert (found.model, found.model_fingerprint) == ("m:1", "ab12")  # the header line wins
+    assert found.vocabulary == labels_fingerprint(["dog", "CAT"]) and found.vocabulary_size == 2
+    assert labels_fingerprint(["cat", "dog"]) != labels_fingerprint(["cat", "dog", "owl"])
+
+
+def test_thresholds_header_only_before_the_first_threshold(tmp_path):
+    # an older eval wrote "# model: unknown"; a "#" line among the thresholds is a comment
+    path = write(tmp_path, "# model: unknown\ncat\t0.5\n# model: later\ndog\t1\n", "t.tsv")
+    found = read_thresholds_file(path)
+    assert found.model == "" and found.thresholds == {"cat": 0.5, "dog": 1.0}
+    path = write(tmp_path, "# model: runs/mine/best\ncat\t0.5\n", "old.tsv")
+    assert read_thresholds_file(path).model == "runs/mine/best"  # older eval files: named
 
 
 @pytest.mark.parametrize(

@@ -47,10 +47,74 @@ def _tokenizer(arch: dict) -> object:
 def _load_backbone_weights(clip: nn.Module, weights: Path) -> None:
     import open_clip
 
+    _check_stored_types(clip, weights)
     try:
         open_clip.load_checkpoint(clip, str(weights), strict=True, weights_only=True)
     except Exception as error:
         raise ModelError(f"{weights}: cannot load backbone weights ({error})") from error
+    _check_finite(clip.state_dict(), weights, ModelError)
+
+
+def _check_stored_types(clip: nn.Module, weights: Path) -> None:
+    """Refuse integer tensors stored for floating-point weights (loading would cast them).
+
+    Reads only the file's header (safetensors) or maps it (PyTorch zip files); a file this
+    cannot read is left to ``open_clip.load_checkpoint``, which says what is wrong with it.
+    """
+    try:
+        stored = _non_float_tensors(weights)
+    except Exception:
+        return
+    state = clip.state_dict()
+    for name, dtype in stored.items():
+        name = name.removeprefix("module.")
+        if name in state and state[name].is_floating_point():
+            raise ModelError(
+                f"{weights}: tensor {name} is {dtype}, expected floating point weights "
+                "(a damaged or converted file?)"
+            )
+
+
+_SAFETENSORS_INTEGERS = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16",
+                         "I32": "int32", "I64": "int64"}  # fmt: skip
+
+
+def _non_float_tensors(weights: Path) -> dict[str, str]:
+    """Tensors of a weights file that are not floating point, and their types (no data read)."""
+    if weights.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as handle:
+            types = {name: handle.get_slice(name).get_dtype() for name in handle.keys()}  # noqa: SIM118
+        return {
+            name: _SAFETENSORS_INTEGERS.get(dtype, dtype.lower())
+            for name, dtype in types.items()
+            if not dtype.startswith(("F", "BF"))
+        }
+    data = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        return {}
+    return {
+        str(name): str(tensor.dtype).removeprefix("torch.")
+        for name, tensor in data.items()
+        if torch.is_tensor(tensor) and not tensor.is_floating_point()
+    }
+
+
+def _check_finite(
+    tensors: dict[str, torch.Tensor], source: Path, error: type[ModelError] = CheckpointError
+) -> None:
+    """Refuse NaN or infinite weights: every score would be NaN, and no tag would pass."""
+    for name, tensor in tensors.items():
+        if not tensor.is_floating_point() or bool(tensor.sum().isfinite()):
+            continue  # a NaN or infinity anywhere makes the sum one: 5x faster than isfinite
+        if not bool(torch.isfinite(tensor).all()):  # or the sum overflowed
+            raise error(
+                f"{source}: tensor {name} has NaN or infinite values: the weights are damaged "
+                "(a diverged training run, or a broken copy); use another checkpoint"
+            )
 
 
 def from_backbone(
@@ -104,12 +168,16 @@ def load(model_id: str | Path, cache_dir: Path | None = None, download: bool = T
 
 
 def read_config(folder: Path) -> ModelConfig:
+    """A checkpoint's config, every field checked: one line naming the file otherwise."""
+    path = folder / CONFIG_FILE
     try:
-        return ModelConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError) as error:
-        raise CheckpointError(
-            f"{folder / CONFIG_FILE}: unreadable checkpoint config ({error})"
-        ) from error
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: unreadable checkpoint config ({error})") from error
+    try:
+        return ModelConfig.from_dict(data)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from error
 
 
 def load_checkpoint(folder: Path, cache_dir: Path | None = None, download: bool = True) -> MKT:
@@ -159,6 +227,14 @@ def _apply(model: MKT, tensors: dict[str, torch.Tensor], source: Path, full: boo
         missing = sorted(set(state) - set(tensors))
         if missing:
             raise CheckpointError(f"{source}: missing tensors {', '.join(missing[:5])}")
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() != state[name].is_floating_point():
+            raise CheckpointError(
+                f"{source}: tensor {name} is {str(tensor.dtype).removeprefix('torch.')}, the "
+                f"model expects {str(state[name].dtype).removeprefix('torch.')} "
+                "(a damaged or converted file?)"
+            )
+    _check_finite(tensors, source)
     model.load_state_dict(tensors, strict=False)
 
 

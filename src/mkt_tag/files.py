@@ -1,7 +1,10 @@
 """Files mkt-tag writes and fingerprints: atomic replacement, and content hashes.
 
 Every output is replaced atomically (temporary file, fsync, rename), so a crash or a
-``kill -9`` leaves either the old file or the new one, never a half-written mix.
+``kill -9`` leaves either the old file or the new one, never a half-written mix. A kill
+between the temporary file's creation and its rename leaves the temporary file behind
+(hidden, named by its process); ``remove_stale_temporaries`` removes those of processes
+that are gone.
 Fingerprints (``digest``, ``file_identity``, ``file_content``) key the caches and say which
 weights a model was loaded from.
 """
@@ -12,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -21,6 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from mkt_tag.errors import OutputError
+
+# The temporary file of an atomic write: ".NAME.PID.TOKEN.tmp" beside NAME. Hidden, so that
+# folder scans (images.find_images) never take it for a photo; named by its process, so
+# that a later run can tell the leftovers of a killed process from a write in progress.
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>[1-9][0-9]{0,9})\.(?P<token>[0-9a-f]{8})\.tmp")
+
+
+def temporary_path(path: Path) -> Path:
+    """Where ``atomic_write_bytes`` writes ``path`` before renaming it into place."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -37,7 +51,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         old_mode = None
     except OSError as error:
         raise write_error(path, error) from None
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    temporary = temporary_path(path)
     try:
         # Mode 0o666 lets the umask decide a new file's permissions, as open() would;
         # tempfile's helpers create 0o600 files, which would make every output private.
@@ -103,6 +117,44 @@ def atomic_directory(folder: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files that killed processes left in ``folder``; return them.
+
+    Only files named exactly as ``temporary_path`` names them, whose process is no longer
+    running, are removed: a write in progress (its process is alive) and every other file
+    are left alone. Files that cannot be removed are left too; they are harmless.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed  # an unreadable folder is reported by whoever reads it
+    for entry in entries:
+        match = _TEMPORARY.fullmatch(entry.name)
+        if match is None or process_alive(int(match["pid"])):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed.append(Path(folder) / entry.name)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine; True where that cannot be told."""
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # os.kill(pid, 0) would send Ctrl-C there: never guess
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # PermissionError: it runs, as another user
+        return True
+    return True
 
 
 def write_error(path: Path, error: OSError) -> OutputError:

@@ -16,13 +16,14 @@ from __future__ import annotations
 import copy
 import json
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 
-from mkt_tag.config import CLIP_MEAN, CLIP_STD, PreprocessConfig
+from mkt_tag.config import CLIP_MEAN, CLIP_STD, PreprocessConfig, check_arch
 from mkt_tag.errors import ModelError, ModelNotCachedError
 
 SAFE_WEIGHTS = "open_clip_model.safetensors"
@@ -116,16 +117,25 @@ def _builtin_parts(backbone_id: str) -> tuple[str, str]:
     return arch, tag
 
 
-def _preprocess_from(arch: dict[str, Any], cfg: dict[str, Any]) -> PreprocessConfig:
+def _preprocess_from(
+    arch: dict[str, Any], cfg: dict[str, Any], source: Path | str
+) -> PreprocessConfig:
+    """Eval preprocessing from open_clip's ``preprocess_cfg``, checked like a checkpoint's."""
     size = arch.get("vision_cfg", {}).get("image_size", 224)
-    size = int(size[0] if isinstance(size, list | tuple) else size)
-    return PreprocessConfig(
-        image_size=size,
-        resize=size,
-        mean=tuple(cfg.get("mean") or CLIP_MEAN),
-        std=tuple(cfg.get("std") or CLIP_STD),
-        interpolation=str(cfg.get("interpolation") or "bicubic"),
-    )
+    size = size[0] if isinstance(size, list | tuple) and size else size
+    try:
+        return PreprocessConfig.from_dict(
+            {
+                "image_size": size,
+                "resize": size,
+                "mean": cfg.get("mean") or CLIP_MEAN,
+                "std": cfg.get("std") or CLIP_STD,
+                "interpolation": cfg.get("interpolation") or "bicubic",
+            },
+            where="preprocess_cfg",
+        )
+    except ValueError as error:
+        raise ModelError(f"{source}: {error}") from error
 
 
 def _builtin_files(backbone_id: str) -> tuple[dict[str, Any], dict[str, Any], list[HubFile]]:
@@ -166,18 +176,99 @@ def _fetch(backbone_id: str, files: list[HubFile], root: Path, download: bool) -
     if not download or offline():
         raise ModelNotCachedError(
             f"model {backbone_id!r} is not in the cache ({hub_dir}) and downloads are off "
-            f"(HF_HUB_OFFLINE): run `mkt-tag models download {backbone_id}` where there is network"
+            f"(HF_HUB_OFFLINE is set): {_bring_over(backbone_id, root)}; or unset HF_HUB_OFFLINE "
+            "to download it here"
         )
+    _check_connection(backbone_id, files[0], root)
     errors = []
     for f in files:
         try:
             return Path(hf_hub_download(f.repo, f.filename, cache_dir=hub_dir))
         except Exception as error:
+            if _no_connection(error):  # lost on the way: the next file would fail the same
+                raise _offline_error(backbone_id, root, error) from error
             errors.append(f"{f.filename}: {type(error).__name__}")
     raise ModelNotCachedError(
         f"model {backbone_id!r} could not be downloaded from {files[0].repo} into {hub_dir} "
         f"({'; '.join(errors)}); check the network, or run `mkt-tag models download {backbone_id}` "
         "where there is one"
+    )
+
+
+def _check_connection(backbone_id: str, first: HubFile, root: Path) -> None:
+    """One request to the hub, without retries, before downloading anything.
+
+    huggingface_hub retries a failed connection for ~23 s per file before it gives up, so a
+    machine without network would wait most of a minute for an error; this fails at once
+    (or after ``HF_HUB_ETAG_TIMEOUT``, 10 s by default, where the network drops packets).
+    """
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+
+    try:
+        get_hf_file_metadata(
+            hf_hub_url(first.repo, first.filename), timeout=constants.HF_HUB_ETAG_TIMEOUT
+        )
+    except Exception as error:  # a missing file, a gated repo...: hf_hub_download says which
+        if _no_connection(error):
+            raise _offline_error(backbone_id, root, error) from error
+
+
+# Names of the exceptions that mean "no network" in huggingface_hub and the HTTP libraries
+# it has used (requests, httpx): matched by name, as they share no base class.
+_CONNECTION_ERRORS = frozenset(
+    {
+        "ConnectError",
+        "ConnectionError",
+        "ConnectTimeout",
+        "NetworkError",
+        "OfflineModeIsEnabled",
+        "ProxyError",
+        "Timeout",
+        "TimeoutException",
+    }
+)
+
+
+def _no_connection(error: BaseException) -> bool:
+    """Whether ``error``, or an error it was raised from, says the network cannot be reached."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionError | TimeoutError | socket.gaierror):
+            return True
+        if any(cls.__name__ in _CONNECTION_ERRORS for cls in type(current).__mro__):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    seen = {id(error)}
+    while (inner := error.__cause__ or error.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        error = inner
+    return error
+
+
+def _bring_over(backbone_id: str, root: Path) -> str:
+    """How to get a model onto a machine without network."""
+    return (
+        f"on a machine with network, run `mkt-tag models download {backbone_id}`, then copy "
+        f"its cache folder (`mkt-tag models` shows it) to {root} here, or point MKT_TAG_CACHE "
+        "(or --cache-dir) at the copy"
+    )
+
+
+def _offline_error(backbone_id: str, root: Path, error: BaseException) -> ModelNotCachedError:
+    cause = _root_cause(error)
+    fix = _bring_over(backbone_id, root)
+    detail = (str(cause).strip().splitlines() or [""])[0][:120]
+    return ModelNotCachedError(
+        f"model {backbone_id!r} is not in the cache ({hub_cache(root)}) and could not be "
+        f"downloaded: no connection to the Hugging Face hub ({type(cause).__name__}"
+        f"{': ' + detail if detail else ''}). {fix[0].upper()}{fix[1:]}; "
+        "set HF_HUB_OFFLINE=1 to fail at once without trying the network"
     )
 
 
@@ -199,7 +290,14 @@ def _split_open_clip_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]
     arch = data.get("model_cfg", data)
     if not isinstance(arch, dict) or "vision_cfg" not in arch or "text_cfg" not in arch:
         raise ModelError(f"{path}: not an open_clip model config (needs vision_cfg and text_cfg)")
-    return dict(arch), dict(data.get("preprocess_cfg", {}))
+    try:
+        check_arch(arch)
+    except ValueError as error:
+        raise ModelError(f"{path}: {error}") from error
+    preprocess = data.get("preprocess_cfg") or {}
+    if not isinstance(preprocess, dict):
+        raise ModelError(f"{path}: preprocess_cfg must be a JSON object")
+    return dict(arch), dict(preprocess)
 
 
 def _local_weights(folder: Path) -> Path | None:
@@ -224,30 +322,33 @@ def resolve(backbone_id: str, root: Path | None = None, download: bool = True) -
     if kind == "builtin":
         arch, pretrained, files = _builtin_files(backbone_id)
         weights = _fetch(backbone_id, files, root, download)
-        return Backbone(backbone_id, arch, _preprocess_from(arch, pretrained), weights)
+        return Backbone(backbone_id, arch, _preprocess_from(arch, pretrained, backbone_id), weights)
     if kind == "hf-hub":
         config = _fetch(backbone_id, [HubFile(rest, HF_CONFIG)], root, download)
         arch, pre = _split_open_clip_config(config)
+        preprocess = _preprocess_from(arch, pre, config)
         weights = _fetch(
             backbone_id,
             [HubFile(rest, SAFE_WEIGHTS), HubFile(rest, PICKLE_WEIGHTS)],
             root,
             download,
         )
-        return Backbone(backbone_id, arch, _preprocess_from(arch, pre), weights)
+        return Backbone(backbone_id, arch, preprocess, weights)
     if kind == "local-dir":
         folder = Path(rest).expanduser()
         if not folder.is_dir():
             raise ModelError(f"{folder}: directory not found (from model id {backbone_id!r})")
         arch, pre = _split_open_clip_config(folder / HF_CONFIG)
+        preprocess = _preprocess_from(arch, pre, folder / HF_CONFIG)
         local_weights = _local_weights(folder)
         if local_weights is None:
             raise ModelError(
                 f"{folder}: no weights file (.safetensors or .bin) next to {HF_CONFIG}"
             )
-        return Backbone(backbone_id, arch, _preprocess_from(arch, pre), local_weights)
-    arch, pre = _split_open_clip_config(Path(rest).expanduser())
-    return Backbone(backbone_id, arch, _preprocess_from(arch, pre), None)
+        return Backbone(backbone_id, arch, preprocess, local_weights)
+    path = Path(rest).expanduser()
+    arch, pre = _split_open_clip_config(path)
+    return Backbone(backbone_id, arch, _preprocess_from(arch, pre, path), None)
 
 
 def download(backbone_id: str, root: Path | None = None) -> Backbone:

@@ -12,16 +12,38 @@ import stat
 import struct
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from mkt_tag.config import PreprocessConfig
 from mkt_tag.errors import ImageLoadError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+# AVIF is read where Pillow was built with libavif (its wheels are, from Pillow 11.2 on).
+_AVIF = (
+    frozenset({".avif"})
+    if "avif" in features.modules and features.check_module("avif")
+    else frozenset()
+)
+
+# What a folder scan takes for an image: the formats mkt-tag reads.
+IMAGE_EXTENSIONS = (
+    frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}) | _AVIF
+)
+
+# Photo formats mkt-tag cannot read yet: a folder scan skips them, but counts and names
+# them, so that no photo is left out without a word. HEIF/HEIC (phones), AVIF where Pillow
+# lacks it, JPEG XL, and camera raw files.
+_CAMERA_RAW = (
+    ".3fr .ari .arw .bay .cr2 .cr3 .crw .dcr .dng .erf .fff .gpr .iiq .k25 .kdc .mef .mos "
+    ".mrw .nef .nrw .orf .pef .raf .raw .rw2 .rwl .sr2 .srf .srw .x3f"
+)
+UNREADABLE_EXTENSIONS = (
+    frozenset({".heic", ".heif", ".hif", ".avif", ".jxl", *_CAMERA_RAW.split()}) - IMAGE_EXTENSIONS
+)
 
 # Pillow's own error threshold (2 x Image.MAX_IMAGE_PIXELS with its defaults).
 DEFAULT_MAX_PIXELS = 178_956_970
@@ -43,36 +65,63 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct
 Decoded = tuple[int, np.ndarray | None, str | None]
 
 
-def find_images(
-    paths: Sequence[Path], recursive: bool = False
-) -> tuple[list[Path], list[ImageLoadError]]:
+@dataclass
+class FoundImages:
+    """What ``scan_inputs`` found in the files and folders it was given."""
+
+    images: list[Path] = field(default_factory=list)  # sorted, each file once
+    errors: list[ImageLoadError] = field(default_factory=list)  # missing, unreadable folders
+    missing: list[Path] = field(default_factory=list)  # given paths that cannot be opened
+    unreadable: list[Path] = field(default_factory=list)  # UNREADABLE_EXTENSIONS, skipped
+
+
+def scan_inputs(paths: Sequence[Path], recursive: bool = False) -> FoundImages:
     """Expand files and directories into a sorted, de-duplicated list of image files.
 
     Files named explicitly are always kept, whatever their extension (loading tells the
     user why a non-image fails). Directories contribute their files with an image
     extension, descending into subdirectories when ``recursive``; hidden (dot) files and
-    directories are skipped. Missing paths and unreadable directories are returned as
-    errors instead of being raised, so the caller can report them with the other failures.
+    directories are skipped, and files of a photo format mkt-tag cannot read yet
+    (``UNREADABLE_EXTENSIONS``) are listed apart. Missing paths and unreadable
+    directories are returned as errors instead of being raised, so the caller can report
+    them with the other failures.
     """
-    found: list[Path] = []
-    errors: list[ImageLoadError] = []
+    found = FoundImages()
+    images: list[Path] = []
+    unreadable: list[Path] = []
     for given in paths:
         path = Path(given)
         try:
             is_directory = stat.S_ISDIR(path.stat().st_mode)
         except OSError as error:
-            errors.append(ImageLoadError(path, _os_reason(error)))
+            found.errors.append(ImageLoadError(path, _os_reason(error)))
+            found.missing.append(path)
             continue
         if is_directory:
-            found.extend(_scan_directory(path, recursive, errors))
+            for file in _scan_directory(path, recursive, found.errors):
+                readable = file.suffix.lower() in IMAGE_EXTENSIONS
+                (images if readable else unreadable).append(file)
         else:
-            found.append(path)
-    return _unique_sorted(found), errors
+            images.append(path)
+    found.images = _unique_sorted(images)
+    found.unreadable = _unique_sorted(unreadable)
+    return found
+
+
+def find_images(
+    paths: Sequence[Path], recursive: bool = False
+) -> tuple[list[Path], list[ImageLoadError]]:
+    """The images and the errors of ``scan_inputs``."""
+    found = scan_inputs(paths, recursive)
+    return found.images, found.errors
 
 
 def _scan_directory(
     directory: Path, recursive: bool, errors: list[ImageLoadError]
 ) -> Iterator[Path]:
+    """The files of ``directory`` with an extension in IMAGE_EXTENSIONS or
+    UNREADABLE_EXTENSIONS."""
+
     def report(error: OSError) -> None:
         errors.append(ImageLoadError(error.filename or directory, _os_reason(error)))
 
@@ -80,7 +129,10 @@ def _scan_directory(
         # Pruning dirnames in place is how os.walk is told where (not) to descend.
         dirnames[:] = [name for name in dirnames if recursive and not name.startswith(".")]
         for name in filenames:
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+            suffix = Path(name).suffix.lower()
+            if not name.startswith(".") and (
+                suffix in IMAGE_EXTENSIONS or suffix in UNREADABLE_EXTENSIONS
+            ):
                 yield Path(root) / name
 
 
@@ -133,6 +185,9 @@ def load_image(
     except ImageLoadError:
         raise
     except UnidentifiedImageError:
+        if path.suffix.lower() in UNREADABLE_EXTENSIONS:
+            reason = f"mkt-tag cannot read {path.suffix.lower()} files yet (convert it to JPEG)"
+            raise ImageLoadError(path, reason) from None
         raise ImageLoadError(path, "not an image (unrecognised format)") from None
     except Image.DecompressionBombError:
         limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)

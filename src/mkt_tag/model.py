@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mkt_tag.config import STREAMS, ModelConfig, PreprocessConfig
+from mkt_tag.config import STREAMS, ModelConfig, PreprocessConfig, check_arch
 from mkt_tag.errors import LabelFileError, ModelError
 from mkt_tag.prompts import PromptContext, Tokenizer, text_tower
+from mkt_tag.vocab import MAX_LABEL_CHARS
 
 # Upper bound on elements of one (images x patches x labels) score block, to bound memory.
 _SCORE_BLOCK = 1 << 24
@@ -118,25 +119,26 @@ def check_vision_tower(visual: Any) -> None:
 
 
 def build_clip(arch: dict[str, Any]) -> nn.Module:
-    """An open_clip CLIP model from its config dict (random weights)."""
+    """An open_clip CLIP model from its config dict (random weights).
+
+    Everything is checked before anything is allocated (``config.check_arch``: the kind of
+    towers, types, sizes); callers that know the config's file check it first, to name it.
+    """
     import open_clip
 
+    try:
+        check_arch(arch)
+    except ValueError as error:
+        raise ModelError(str(error)) from error
     arch = copy.deepcopy(arch)
-    if "timm_model_name" in arch.get("vision_cfg", {}) or "hf_model_name" in arch.get(
-        "text_cfg", {}
-    ):
-        raise ModelError(
-            "unsupported backbone: timm image towers and Hugging Face text towers "
-            "are not CLIP ViTs (use an OpenAI-style ViT such as ViT-B-16:openai)"
-        )
-    if "multimodal_cfg" in arch:
-        raise ModelError("unsupported backbone: CoCa models are not supported")
     custom_text = arch.pop("custom_text", False)
     cls = open_clip.CustomTextCLIP if custom_text else open_clip.CLIP
     try:
         clip = cls(**arch)
-    except TypeError as error:
-        raise ModelError(f"invalid open_clip model config: {error}") from error
+    except Exception as error:  # open_clip checks little itself: a value of the wrong kind
+        raise ModelError(
+            f"invalid open_clip model config ({type(error).__name__}: {error})"
+        ) from error
     check_vision_tower(clip.visual)
     text_tower(clip)
     return clip
@@ -212,6 +214,16 @@ class MKT(nn.Module):
 
         ``source`` names where the labels came from (a file) in the error message.
         """
+        # A label of megabytes would keep the tokenizer busy for minutes: refuse it unread.
+        huge = [label for label in labels if len(label) > MAX_LABEL_CHARS]
+        if huge:
+            shown = ", ".join(
+                f"{label[:20]!r}... ({len(label):,} characters)" for label in huge[:3]
+            )
+            raise LabelFileError(
+                source,
+                f"{len(huge)} label(s) longer than {MAX_LABEL_CHARS:,} characters: {shown}",
+            )
         tokens = [self.tokenizer.encode(label) for label in labels]
         too_long = [
             (lab, len(t))

@@ -11,9 +11,12 @@ import csv
 import io
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from filelock import BaseFileLock, FileLock, Timeout
 
 from mkt_tag.errors import InputFileError, OutputError
 from mkt_tag.files import atomic_write_text, write_error
@@ -167,42 +170,97 @@ def _results_from_csv(text: str) -> list[TagResult]:
     return results
 
 
+def image_key(path: Path) -> str:
+    """Which image ``path`` names, however it is spelled: its resolved absolute path
+    (photos/a.jpg, ./photos/a.jpg, /home/me/photos/a.jpg and a symlink to it are one)."""
+    try:
+        return str(Path(path).resolve())
+    except (OSError, RuntimeError):  # a symlink loop: fall back to the spelling
+        return os.path.abspath(path)
+
+
 class ResultsFile:
     """The combined results file of a run that can be killed at any moment and resumed.
 
     Results are appended to a journal (``<output>.partial.jsonl``, fsynced per call) and
     the output itself is only written, atomically and sorted by path, by :meth:`finish`.
     So the output is either absent/old or complete, and a resumed run ends with exactly
-    the file an uninterrupted run would have written. Results are keyed by ``str(path)``.
+    the file an uninterrupted run would have written.
+
+    Rows are identified by image (:func:`image_key`): one row per image, however the runs
+    that tagged it spelled its path. They are written with absolute paths (the spelling of
+    the run that tagged the image, made absolute against its working directory). Rows of
+    files written before this rule, with the path as given on a command line, are matched
+    relative to the working directory and kept as written until their image is re-tagged.
+
+    One run at a time writes the file: it is locked (``.<output>.lock`` beside it) from
+    opening until :meth:`finish` or :meth:`close`. Another run opening it waits for the
+    lock (after calling ``on_wait``), then reads what the first one wrote. The lock is the
+    operating system's: it is released when its process ends, even by ``kill -9``.
 
     Example:
-        results = ResultsFile(Path("tags.csv"), overwrite=False)
-        todo = [image for image in images if str(image) not in results.done()]
-        for batch in tag_in_batches(todo):
-            results.add(batch)
-        results.finish()
+        with ResultsFile(Path("tags.csv")) as results:
+            todo = [image for image in images if image_key(image) not in results.done()]
+            for batch in tag_in_batches(todo):
+                results.add(batch)
+            results.finish()
     """
 
-    def __init__(self, path: Path, overwrite: bool = False) -> None:
-        """Open ``path`` for this run. Unless ``overwrite``, the results of an existing
-        complete output are kept; a journal left by an interrupted run is always resumed.
+    def __init__(
+        self,
+        path: Path,
+        overwrite: bool = False,
+        on_wait: Callable[[Path], None] | None = None,
+    ) -> None:
+        """Open ``path`` for this run, waiting while another run has it open. Unless
+        ``overwrite``, the results of an existing complete output are kept; a journal left
+        by an interrupted run is always resumed.
 
         Raises:
-            OutputError: unknown extension, or an existing output/journal is unreadable.
+            OutputError: unknown extension, an existing output/journal is unreadable, or
+                the file's folder cannot be created or written.
         """
         self.path = Path(path)
         _results_suffix(self.path)
         self.journal_path = self.path.with_name(self.path.name + ".partial.jsonl")
+        self.lock_path = self.path.with_name(f".{self.path.name}.lock")
         self._results: dict[str, TagResult] = {}
-        if not overwrite and self.path.exists():
-            try:
-                previous = read_results(self.path)
-            except InputFileError as error:
-                raise OutputError(
-                    f"{error}; delete it or overwrite it to start from scratch"
-                ) from None
-            self._results.update((str(result.path), result) for result in previous)
-        self._results.update((str(result.path), result) for result in self._recover_journal())
+        self._lock: BaseFileLock | None = _lock(self.path, self.lock_path, on_wait)
+        # Whether finish() must write the output: a run that added nothing leaves it as is.
+        self._changed = overwrite or not self.path.exists()
+        try:
+            if not overwrite and self.path.exists():
+                try:
+                    previous = read_results(self.path)
+                except InputFileError as error:
+                    raise OutputError(
+                        f"{error}; fix it, or delete it to start from scratch"
+                    ) from None
+                self._update(previous)
+                # Rows of one image under two spellings (earlier versions): write one.
+                self._changed = len(self._results) < len(previous)
+            recovered = self._recover_journal()
+            self._update(recovered)
+            self._changed = self._changed or bool(recovered)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> ResultsFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Let other runs open the file. Results added and not finished stay in the journal,
+        for the next run to resume."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _update(self, results: list[TagResult]) -> None:
+        self._results.update((image_key(result.path), result) for result in results)
 
     def _recover_journal(self) -> list[TagResult]:
         try:
@@ -233,13 +291,16 @@ class ResultsFile:
         return recovered
 
     def done(self) -> dict[str, TagResult]:
-        """The results recorded so far (previous output, journal, this run), by path."""
+        """The results recorded so far (previous output, journal, this run), by
+        :func:`image_key`."""
         return dict(self._results)
 
     def add(self, results: list[TagResult]) -> None:
-        """Record ``results`` durably in the journal (a later result for a path wins)."""
+        """Record ``results`` durably in the journal (a later result for an image wins);
+        their paths are made absolute."""
         if not results:
             return
+        results = [TagResult(Path(os.path.abspath(r.path)), r.tags) for r in results]
         if self.path.suffix.lower() == ".csv":  # fail now, not after hours of tagging
             _check_csv_labels(self.path, results)
         lines = "".join(
@@ -252,13 +313,45 @@ class ResultsFile:
                 os.fsync(journal.fileno())
         except OSError as error:
             raise write_error(self.journal_path, error) from None
-        self._results.update((str(result.path), result) for result in results)
+        self._update(results)
+        self._changed = True
 
     def finish(self) -> None:
-        """Write the output atomically from every recorded result, sorted by path, and
-        delete the journal."""
-        write_results(self.path, [self._results[key] for key in sorted(self._results)])
+        """Write the output atomically from every recorded result, sorted by path, delete
+        the journal, and let other runs open the file. An output this run did not change
+        is left as it is."""
+        if self._lock is None:
+            raise RuntimeError(f"{self.path}: finish() after close()")
         try:
+            if self._changed:
+                rows = sorted(self._results.items(), key=lambda item: (str(item[1].path), item[0]))
+                write_results(self.path, [result for _, result in rows])
             self.journal_path.unlink(missing_ok=True)
         except OSError as error:
             raise write_error(self.journal_path, error) from None
+        finally:
+            self.close()
+
+
+def _lock(output: Path, lock_path: Path, on_wait: Callable[[Path], None] | None) -> BaseFileLock:
+    """Hold the lock of ``output``, waiting while another run holds it.
+
+    Raises:
+        OutputError: the output's folder cannot be created, or the lock file in it, or
+            this process already holds the lock (a second ResultsFile).
+    """
+    # Not thread-local: a run may be opened in one thread and finished in another.
+    lock = FileLock(lock_path, thread_local=False)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)  # as checkpoints.save does
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            if on_wait is not None:
+                on_wait(output)
+            lock.acquire()
+    except RuntimeError:  # filelock refuses to wait for a lock its own thread holds
+        raise OutputError(f"{output}: already open in this process") from None
+    except OSError as error:
+        raise write_error(output, error) from None
+    return lock

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,15 @@ from mkt_tag.files import atomic_write_text
 _SPACES = re.compile(r"\s+")
 LIST_SEPARATOR = "|"
 COLUMNS = ("label", "prompts", "threshold", "aliases")
+
+# Limits checked before anything is tokenised: a wrong file (a log, a word list of millions of
+# lines) fails at once instead of keeping the text tower busy for hours. Every image is scored
+# against every label at once, so a vocabulary is held whole, not streamed; the limits are ten
+# times the largest real ones (Open Images: ~20,000 classes).
+MAX_LABEL_FILE_BYTES = 32 * 2**20  # 32 MiB: 200,000 rows of 160 bytes
+MAX_LABELS = 200_000  # entries (rows) of a vocabulary
+MAX_TEXTS = 1_000_000  # labels, prompts and aliases together: what the text tower encodes
+MAX_LABEL_CHARS = 1_000  # one label, prompt or alias (CLIP's 77 tokens hold ~300 characters)
 
 
 @dataclass
@@ -76,7 +86,8 @@ def _clean(text: str) -> str:
 def read_text(path: Path) -> str:
     """A UTF-8 text file (vocabulary, thresholds), with clear errors for what users get wrong."""
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_LABEL_FILE_BYTES + 1)  # bounded: a pipe has no size to check
     except FileNotFoundError as error:
         raise LabelFileError(path, "file not found") from error
     except IsADirectoryError as error:
@@ -85,6 +96,8 @@ def read_text(path: Path) -> str:
         raise LabelFileError(path, "permission denied") from error
     except OSError as error:
         raise LabelFileError(path, f"cannot read ({error.strerror or error})") from error
+    if len(raw) > MAX_LABEL_FILE_BYTES:
+        raise _too_big(path, f"larger than {MAX_LABEL_FILE_BYTES // 2**20} MiB")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -94,13 +107,28 @@ def read_text(path: Path) -> str:
     return text
 
 
-def content_lines(text: str) -> list[tuple[int, str]]:
-    """(line number, text) of the lines that are not blank or comments."""
-    return [
+def _too_big(path: Path, what: str) -> LabelFileError:
+    return LabelFileError(path, f"{what}, the most a label file may have (a wrong file?)")
+
+
+def content_lines(text: str, stop: int | None = None) -> list[tuple[int, str]]:
+    """(line number, text) of the lines that are not blank or comments; the first ``stop``."""
+    lines = (
         (number, line)
-        for number, line in enumerate(text.splitlines(), start=1)
+        for number, line in enumerate(_split_lines(text), start=1)
         if line.strip() and not line.lstrip().startswith("#")
-    ]
+    )
+    return list(itertools.islice(lines, stop))
+
+
+def _split_lines(text: str, block: int = 2**20) -> Iterator[str]:
+    """``text.splitlines()`` a block at a time, so that the first lines of a huge text come
+    at once (blocks end after a newline: the same lines)."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start + block) + 1 or len(text)
+        yield from text[start:end].splitlines()
+        start = end
 
 
 def is_table(path: Path) -> bool:
@@ -119,7 +147,12 @@ def _table_entries(path: Path, lines: list[tuple[int, str]]) -> list[Entry]:
     if not lines:
         return []
     reader = csv.reader([line for _, line in lines], delimiter=_delimiter(path))
-    header = [name.strip().lower() for name in next(reader)]
+    try:
+        rows = list(reader)
+    except csv.Error as error:  # e.g. a cell past the csv module's 131,072 characters
+        number = lines[max(reader.line_num, 1) - 1][0]
+        raise LabelFileError(path, f"line {number}: not a valid table row ({error})") from None
+    header = [name.strip().lower() for name in rows[0]]
     if "label" not in header:
         raise LabelFileError(
             path,
@@ -131,22 +164,41 @@ def _table_entries(path: Path, lines: list[tuple[int, str]]) -> list[Entry]:
         raise LabelFileError(
             path, f"unknown column(s) {', '.join(unknown)} (columns: {', '.join(COLUMNS)})"
         )
+    # Counted before anything is split: cleaning a million aliases alone takes seconds.
+    lists = [header.index(name) for name in ("prompts", "aliases") if name in header]
+    texts = sum(
+        1 + sum(row[i].count(LIST_SEPARATOR) + 1 for i in lists if i < len(row)) for row in rows
+    )
+    if texts > MAX_TEXTS:
+        raise _too_big(path, f"more than {MAX_TEXTS:,} labels, prompts and aliases together")
     entries = []
-    for (number, _), row in zip(lines[1:], reader, strict=True):
+    for (number, _), row in zip(lines[1:], rows[1:], strict=True):
         cells = dict(zip(header, row, strict=False))
         threshold = None
         if cells.get("threshold", "").strip():
             threshold = parse_threshold(path, number, cells["threshold"])
-        entries.append(
-            Entry(
-                _clean(cells.get("label", "")),
-                _split_list(cells.get("prompts", "")),
-                threshold,
-                _split_list(cells.get("aliases", "")),
-                number,
-            )
+        entry = Entry(
+            _clean(cells.get("label", "")),
+            _split_list(cells.get("prompts", "")),
+            threshold,
+            _split_list(cells.get("aliases", "")),
+            number,
         )
+        for text in (entry.label, *entry.prompts, *entry.aliases):
+            _checked_length(path, number, text)
+        entries.append(entry)
     return entries
+
+
+def _checked_length(path: Path, number: int, text: str) -> str:
+    """``text`` itself; an error if it is too long to be a label (checked before cleaning)."""
+    if len(text.strip()) > MAX_LABEL_CHARS:
+        raise LabelFileError(
+            path,
+            f"line {number}: a label, prompt or alias of {len(text.strip()):,} characters; "
+            f"at most {MAX_LABEL_CHARS:,} are allowed (a wrong file?)",
+        )
+    return text
 
 
 def parse_threshold(path: Path, number: int, value: str) -> float:
@@ -160,12 +212,18 @@ def parse_threshold(path: Path, number: int, value: str) -> float:
 
 
 def read_entries(path: str | Path) -> list[Entry]:
-    """Every entry as written (duplicates and empty labels included), for checking."""
+    """Every entry as written (duplicates and empty labels included), for checking; a file
+    past the limits above is an error."""
     path = Path(path)
-    lines = content_lines(read_text(path))
-    if is_table(path):
+    header = 1 if is_table(path) else 0
+    lines = content_lines(read_text(path), stop=MAX_LABELS + header + 1)
+    if len(lines) > MAX_LABELS + header:
+        raise _too_big(path, f"more than {MAX_LABELS:,} labels")
+    if header:
         return _table_entries(path, lines)
-    return [Entry(_clean(line), line=number) for number, line in lines]
+    return [
+        Entry(_clean(_checked_length(path, number, line)), line=number) for number, line in lines
+    ]
 
 
 def read_labels(path: str | Path) -> Vocabulary:
@@ -196,12 +254,8 @@ def read_labels(path: str | Path) -> Vocabulary:
 
 
 def _odd_characters(text: str) -> list[str]:
-    odd = []
-    for char in text:
-        category = unicodedata.category(char)
-        if category in ("Cc", "Cf", "Co", "Cn") or char in "{}":
-            odd.append(f"U+{ord(char):04X}")
-    return odd
+    odd = ("Cc", "Cf", "Co", "Cn")  # control, format (invisible), private use, unassigned
+    return [f"U+{ord(c):04X}" for c in text if unicodedata.category(c) in odd or c in "{}"]
 
 
 def check_file(
@@ -234,11 +288,8 @@ def check(path: str | Path, count_tokens: Callable[[str], int], max_tokens: int)
             continue
         key = normalise(entry.label)
         if key in seen:
-            kind = (
-                "exact duplicate"
-                if seen[key].label == entry.label
-                else "duplicate (case or spacing)"
-            )
+            same = seen[key].label == entry.label
+            kind = "exact duplicate" if same else "duplicate (case or spacing)"
             problems.append(f"{where}: {kind} of {seen[key].label!r} on line {seen[key].line}")
         else:
             seen[key] = entry
@@ -277,8 +328,7 @@ def add(path: str | Path, labels: Sequence[str]) -> tuple[list[str], list[str]]:
     if not text and is_table(path):
         text = "label\n"
     present = {normalise(e.label) for e in read_entries(path)} if path.exists() else set()
-    added, skipped = [], []
-    new_lines = []
+    added, skipped, new_lines = [], [], []
     for label in labels:
         label = _clean(label)
         if not label or normalise(label) in present:

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mkt_tag.cli import app
-from mkt_tag.errors import EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE
+from mkt_tag.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE
 from tests.conftest import TINY_CONFIG, make_photo
 
 runner = CliRunner()
@@ -274,3 +274,39 @@ def test_python_api_matches_cli(photos, label_file):
     with Image.open(photos / "a.jpg") as image:
         from_pil = tagger.tag([image], ["cat", "dog", "beach", "sunset", "traffic light"], top_k=2)
     assert from_pil[0].tags == results[0].tags
+
+
+def test_a_malformed_results_file_is_never_dropped(photos, label_file, tmp_path):
+    out = tmp_path / "r.csv"
+    out.write_text("not,a,results file\n")
+    for extra in ([], ["--overwrite"]):  # --overwrite replaces rows, it does not drop a file
+        result = tag(photos, "--labels", label_file, "-o", out, *extra)
+        assert result.exit_code == EXIT_ERROR
+        assert str(out) in result.stderr and "fix it, or delete it" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert out.read_text() == "not,a,results file\n"
+
+
+def test_ctrl_c_before_tagging_is_exit_130_without_a_traceback(photos, label_file, monkeypatch):
+    from mkt_tag.tagging import job
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # e.g. while waiting for another run's results file
+
+    monkeypatch.setattr(job, "plan", interrupted)
+    result = tag(photos, "--labels", label_file, "-o", photos / "r.csv")
+    assert result.exit_code == EXIT_INTERRUPTED
+    assert "run the same command again" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_verbose_lists_what_it_skipped_and_removed(photos, label_file, tmp_path):
+    (photos / "x.heic").write_bytes(b"x")
+    stale = photos / ".a.jpg.json.999999999.0123abcd.tmp"
+    stale.write_bytes(b"")
+    result = tag(photos, "--labels", label_file, "--sidecar", "json", "--verbose")
+    assert result.exit_code == 0, result.output
+    assert f"cannot read .heic files yet: {photos / 'x.heic'}" in result.stderr
+    assert f"removed a temporary file left by a killed run: {stale}" in result.stderr
+    assert "removed 1 temporary files left by killed runs" in result.stderr
+    assert not stale.exists()

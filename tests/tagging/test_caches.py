@@ -159,10 +159,8 @@ def test_cached_features_give_identical_results_and_skip_the_image_model(
     )
     again = list(second.tag_files(paths, labels, selection, batch_size=2, workers=0))
     assert [r.tags for r in again] == [r.tags for r in fresh]
-    # without the cache, features are not rounded to float16: the same up to that rounding
-    for cached, exact in zip(fresh, plain, strict=True):
-        assert [t.label for t in cached.tags] == [t.label for t in exact.tags]
-        assert np.allclose([t.score for t in cached.tags], [t.score for t in exact.tags], atol=2e-3)
+    # features are scored float16-rounded with the cache or without it: the same tags exactly
+    assert [r.tags for r in plain] == [r.tags for r in fresh]
     # an edited vocabulary re-tags from the cache as well
     more = second.embed_labels(["cat", "dog", "car", "tree", "sunset"])
     assert len(list(second.tag_files(paths, more, selection, workers=0))) == 5

@@ -1,4 +1,5 @@
-"""A run killed at any moment leaves no partial file, and the next run resumes to the same end."""
+"""A run is planned before any model is loaded; a run killed at any moment leaves no partial
+file, and the next run resumes to the same end."""
 
 from __future__ import annotations
 
@@ -13,12 +14,78 @@ from pathlib import Path
 
 import pytest
 
+from mkt_tag.errors import InputFileError
+from mkt_tag.results import ResultsFile, read_results
+from mkt_tag.tagging.job import TagJob, plan, run
+from mkt_tag.tagging.selection import Selection
 from tests.conftest import TINY_CONFIG, make_photo
 
-# Real processes killed mid-run: seconds each (`pytest -m "not slow"` skips them).
-pytestmark = pytest.mark.slow
-
 N_PHOTOS = 300
+
+
+# --- the library's flow: plan, then a model only where needed ----------------------------
+
+
+@pytest.fixture(scope="module")
+def tagger():
+    from mkt_tag import Tagger
+
+    return Tagger.load(str(TINY_CONFIG), precision="fp32")
+
+
+def drain(events):
+    """Every item of a run, and its report."""
+    items = []
+    while True:
+        try:
+            items.append(next(events))
+        except StopIteration as stop:
+            return items, stop.value
+
+
+def test_plan_then_run_loads_no_model_when_nothing_is_left(tmp_path, photos, tagger):
+    job = TagJob([photos], Selection(top_k=2), output=tmp_path / "r.csv", sidecar="txt")
+    with plan(job) as work:
+        assert work.todo == work.images and len(work.images) == 5
+        items, report = drain(run(work, tagger, tagger.embed_labels(["cat", "dog"])))
+    assert report.tagged == 5 and len(items) == 5
+    with plan(job) as work:
+        assert work.todo == [] and work.skipped == 5
+        items, report = drain(run(work, None, None))  # no model at all
+    assert items == [] and (report.tagged, report.skipped, report.failures) == (0, 5, [])
+    assert len(read_results(tmp_path / "r.csv")) == 5
+
+
+def test_a_plan_holds_the_results_file_until_the_run_ends(tmp_path, photos, tagger):
+    job = TagJob([photos / "a.jpg"], Selection(top_k=2), output=tmp_path / "r.csv")
+    work = plan(job)
+    with pytest.raises(ValueError, match="give a tagger"):
+        drain(run(work, None, None))
+    ResultsFile(tmp_path / "r.csv").close()  # the failed run let the file go
+    with plan(job) as work:
+        drain(run(work, tagger, tagger.embed_labels(["cat"])))
+    ResultsFile(tmp_path / "r.csv").close()
+
+
+def test_a_job_whose_every_input_is_missing_fails_at_planning(tmp_path):
+    job = TagJob([tmp_path / "nope", tmp_path / "gone.jpg"], Selection(), output=tmp_path / "r.csv")
+    with pytest.raises(InputFileError) as caught:
+        plan(job)
+    assert str(caught.value) == (
+        f"{tmp_path / 'nope'}: file not found; {tmp_path / 'gone.jpg'}: file not found"
+    )
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_run_given_a_job_plans_it_and_yields_missing_inputs_first(tmp_path, photos, tagger):
+    job = TagJob([photos / "a.jpg", tmp_path / "nope.jpg"], Selection(top_k=1))
+    items, report = drain(run(job, tagger, tagger.embed_labels(["cat", "dog"])))
+    assert [str(item) for item in items[:1]] == [f"{tmp_path / 'nope.jpg'}: file not found"]
+    assert [item.path for item in items[1:]] == [photos / "a.jpg"]
+    assert report.tagged == 1 and len(report.failures) == 1
+
+
+# --- real processes killed mid-run: seconds each (`pytest -m "not slow"` skips them) ----
 
 
 def command(photos: Path, labels: Path, output: Path) -> list[str]:
@@ -137,12 +204,14 @@ def check_resumes_to_reference(world: dict[str, Path]) -> None:
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume(world):
     ended = interrupt(world, signal.SIGKILL)
     assert ended.returncode == -signal.SIGKILL
     check_resumes_to_reference(world)
 
 
+@pytest.mark.slow
 def test_ctrl_c_then_resume(world):
     ended = interrupt(world, signal.SIGINT)
     assert ended.returncode == 130

@@ -7,6 +7,7 @@ prints the tables and lines of the result.
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -192,7 +193,8 @@ def evaluate(
                 out.print(f"wrote {save_scores} (scores of {len(result.scores)} images)")
         print_table(result.report)
         if result.calibration is not None:
-            _print_calibration(result, target_precision, min_positives)
+            used = (model or DEFAULT_BACKBONE) if scores_file is None else result.scores.model
+            _print_calibration(result, target_precision, min_positives, used, labels)
         if out_dir is not None:
             out.print(f"wrote {out_dir}: {', '.join(job.OUTPUT_FILES)}")
     except MktTagError as error:
@@ -274,9 +276,14 @@ def _print_scored(result: EvalResult) -> None:
 
 
 def _print_calibration(
-    result: EvalResult, target_precision: float | None, min_positives: int
+    result: EvalResult,
+    target_precision: float | None,
+    min_positives: int,
+    model: str,
+    labels: Path | None,
 ) -> None:
-    """The held-out check (or why there is none), then what the thresholds file holds."""
+    """The held-out check (or why there is none), what the thresholds file holds, and the
+    `tag` command that uses it (with the model it was made for: ``tag`` checks it)."""
     from mkt_tag import thresholds
 
     calibrated = result.calibration
@@ -296,6 +303,9 @@ def _print_calibration(
             f"{written.fallback} with < {min_positives} positives on the global threshold ({level})"
         )
     never = f"; {written.never} never predicted ({thresholds.NEVER!r})" if written.never else ""
-    path, labels = calibrated.path, len(result.scores.labels)
-    out.print(f"wrote {path}, {labels} labels: {', '.join(parts)}{never}")
-    out.print(f"use it: mkt-tag tag PHOTOS --labels LABELS --thresholds {path}")
+    path, count = calibrated.path, len(result.scores.labels)
+    out.print(f"wrote {path}, {count} labels: {', '.join(parts)}{never}")
+    words = ["--labels", shlex.quote(str(labels)) if labels else "LABELS"]
+    words += ["--model", shlex.quote(model) if model else "MODEL"]
+    words += ["--thresholds", shlex.quote(str(path))]
+    out.print(f"use it: mkt-tag tag PHOTOS {' '.join(words)}", markup=False)

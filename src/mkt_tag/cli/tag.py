@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from contextlib import nullcontext
 from enum import Enum
 from pathlib import Path
@@ -39,7 +40,7 @@ from mkt_tag.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE, MktTagErr
 from mkt_tag.results import TagResult
 
 if TYPE_CHECKING:
-    from mkt_tag.tagging.job import JobReport, TagJob
+    from mkt_tag.tagging.job import JobReport, TagPlan
     from mkt_tag.tagging.label_embeddings import LabelSet
     from mkt_tag.tagging.tagger import Tagger
 
@@ -135,22 +136,38 @@ def tag(
         "edited vocabulary skips the image model.",
     ),
     cache_dir: CacheDirOption = None,
+    force_thresholds: bool = typer.Option(
+        False,
+        "--force-thresholds",
+        help="Use a --thresholds file calibrated for another model (refused otherwise).",
+    ),
     quiet: bool = typer.Option(
         False, "--quiet", "-q", help="No progress bar and no summary; failures are still listed."
+    ),
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        help="Also list each file skipped because mkt-tag cannot read its format yet (HEIC, "
+        "camera raw, ...), and each temporary file of a killed run that was removed.",
     ),
 ) -> None:
     """Tag images with the labels in a label file.
 
     Without --output or --sidecar, tags are printed as "path<TAB>tag (score), ...".
+    Images already in the results file (however their path is spelled) and with their
+    sidecar are skipped; the model is only loaded when some image needs it. Paths in the
+    results file are absolute. Folders are scanned for the formats mkt-tag reads; photos in
+    formats it cannot read yet (HEIC, camera raw, ...) are counted in the summary.
 
     Example:
 
         mkt-tag tag ~/Photos -r --labels my_labels.txt --sidecar xmp
     """
+    # Planning imports neither torch nor the model: a run with nothing to do ends at once.
     from mkt_tag import vocab
     from mkt_tag.tagging import job as tagjob
-    from mkt_tag.tagging.selection import selection_for
-    from mkt_tag.tagging.tagger import Tagger
+    from mkt_tag.tagging.selection import check_thresholds_model, selection_for
 
     if sum([skip_existing, overwrite, append]) > 1:
         raise fail("choose one of --skip-existing, --overwrite and --append", EXIT_USAGE)
@@ -164,22 +181,6 @@ def tag(
         selection, notes = selection_for(vocabulary, top_k, threshold, thresholds)
         for note in notes:
             warn(note)
-        with (
-            err.status("loading model", spinner="dots")
-            if err.is_terminal and not quiet
-            else nullcontext()
-        ):
-            tagger = Tagger.load(
-                model,
-                device=device.value,
-                precision=precision.value,
-                cache_dir=cache_dir,
-                feature_cache=feature_cache,
-            )
-            labelset = tagger.embed_labels(vocabulary.entries, source=str(labels))
-        for cache in (tagger.label_cache, tagger.feature_cache):
-            for line in cache.warnings if cache else []:
-                warn(line)
         job = tagjob.TagJob(
             inputs=paths,
             selection=selection,
@@ -192,26 +193,92 @@ def tag(
             workers=workers,
             parallel=parallel,
         )
-        report = _run_job(job, tagger, labelset, quiet, to_stdout=output is None and not sidecar)
+        with tagjob.plan(job, on_wait=_waiting) as planned:
+            for failure in planned.failures:
+                err.print(Text(f"failed: {failure}", style="yellow"))
+            if verbose:
+                _list_skipped(planned)
+            tagger, labelset = None, None
+            if planned.todo:  # the model (and torch) only for images that need it
+                from mkt_tag.tagging.tagger import Tagger
+
+                spinner = err.is_terminal and not quiet
+                with err.status("loading model", spinner="dots") if spinner else nullcontext():
+                    tagger = Tagger.load(
+                        model,
+                        device=device.value,
+                        precision=precision.value,
+                        cache_dir=cache_dir,
+                        feature_cache=feature_cache,
+                    )
+                    tagger.report_cache_warnings(warn)
+                    if thresholds is not None:
+                        fingerprint = tagger.scores_fingerprint
+                        for note in check_thresholds_model(
+                            thresholds, model, fingerprint, force_thresholds
+                        ):
+                            warn(note)
+                    labelset = tagger.embed_labels(vocabulary.entries, source=str(labels))
+            to_stdout = output is None and not sidecar
+            report = _run_job(planned, tagger, labelset, quiet, verbose, to_stdout)
     except MktTagError as error:
         raise fail(str(error)) from None
+    except KeyboardInterrupt:
+        report = None
     if report is None:
+        err.print(Text(INTERRUPTED, style="yellow"))
         raise typer.Exit(EXIT_INTERRUPTED)
     if report.failures:
         raise typer.Exit(EXIT_PARTIAL)
 
 
+INTERRUPTED = "interrupted: finished images are saved; run the same command again to resume"
+
+
+def _waiting(output: Path) -> None:
+    err.print(
+        Text(
+            f"waiting: another mkt-tag run is writing {output}; this one goes on when it "
+            "is done (Ctrl-C to stop)",
+            style="yellow",
+        )
+    )
+
+
+def _list_skipped(planned: TagPlan) -> None:
+    for path in planned.unreadable:
+        err.print(f"skipped, mkt-tag cannot read {path.suffix.lower()} files yet: {path}")
+    for path in planned.removed:
+        err.print(f"removed a temporary file left by a killed run: {path}")
+
+
+def _unreadable_summary(unreadable: list[Path]) -> str:
+    """ "skipped 3 .heic, 2 .cr2 files mkt-tag cannot read yet", most frequent first."""
+    counts = Counter(path.suffix.lower() for path in unreadable)
+    kinds = ", ".join(f"{n} {suffix}" for suffix, n in sorted(counts.items(), key=_by_count))
+    return f"skipped {kinds} files mkt-tag cannot read yet"
+
+
+def _by_count(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
+
+
 def _run_job(
-    job: TagJob, tagger: Tagger, labelset: LabelSet, quiet: bool, to_stdout: bool
+    planned: TagPlan,
+    tagger: Tagger | None,
+    labelset: LabelSet | None,
+    quiet: bool,
+    verbose: bool,
+    to_stdout: bool,
 ) -> JobReport | None:
-    """Drive a tag job with a progress bar; the report, or None when interrupted."""
+    """Drive a planned job with a progress bar; the report, or None when interrupted."""
     from mkt_tag.tagging import job as tagjob
 
     started = time.perf_counter()
     with _progress(quiet) as progress:
         task = progress.add_task("tagging", total=None)
         events = tagjob.run(
-            job, tagger, labelset, on_start=lambda n: progress.update(task, total=n)
+            planned, tagger, labelset, on_start=lambda n: progress.update(task, total=n)
         )
         try:
             while True:
@@ -226,12 +293,6 @@ def _run_job(
             report = stop.value
         except KeyboardInterrupt:
             events.close()
-            err.print(
-                Text(
-                    "interrupted: finished images are saved; run the same command again to resume",
-                    style="yellow",
-                )
-            )
             return None
     elapsed = time.perf_counter() - started
     rate = report.tagged / elapsed if elapsed > 0 else 0.0
@@ -241,4 +302,9 @@ def _run_job(
             f"{report.found} images: tagged {report.tagged}, skipped {report.skipped} "
             f"already done, {failed}; {elapsed:.1f} s, {rate:.1f} img/s"
         )
+    if report.removed and not quiet:
+        err.print(f"removed {len(report.removed)} temporary files left by killed runs")
+    if report.unreadable:  # even with --quiet: no photo is left out without a word
+        hint = "" if verbose else " (--verbose lists them)"
+        err.print(Text(_unreadable_summary(report.unreadable) + hint, style="yellow"))
     return report

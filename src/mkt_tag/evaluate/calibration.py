@@ -267,11 +267,19 @@ class ThresholdsWritten:
 
 
 def write_calibration(
-    path: str | Path, labels: Sequence[str], calibration: Calibration, comment: str = ""
+    path: str | Path,
+    labels: Sequence[str],
+    calibration: Calibration,
+    comment: str = "",
+    model: str = "",
+    model_fingerprint: str = "",
 ) -> ThresholdsWritten:
     """Write ``calibration`` as the thresholds file ``mkt-tag tag --thresholds`` reads
-    (``thresholds.write_thresholds``), and say how its labels were served."""
-    never = write_thresholds(path, labels, calibration.thresholds, comment)
+    (``thresholds.write_thresholds``: the model and its fingerprint go into its header), and
+    say how its labels were served."""
+    never = write_thresholds(
+        path, labels, calibration.thresholds, comment, model, model_fingerprint
+    )
     status = calibration.status
     return ThresholdsWritten(
         calibrated=int((status == "calibrated").sum()),

@@ -163,9 +163,8 @@ def evaluate_model(
     )
     if scoring.streams is not None:
         tagger.model.config.streams = scoring.streams
+    tagger.report_cache_warnings(warn)
     labelset = tagger.embed_labels(vocabulary.entries, source=str(labels))
-    for line in tagger.label_cache.warnings if tagger.label_cache else []:
-        warn(line)
     done, total = 0, len(dataset)
     if on_progress is not None:
         on_progress(done, total)
@@ -191,7 +190,9 @@ def evaluate_model(
     if scoring.save_scores is not None:
         save_scores(scoring.save_scores, scores)
         files.append(Path(scoring.save_scores))
-    return _finish(scores, str(data), failures, settings, files, warnings)
+    # after --streams: thresholds fit the scores of this configuration only
+    fingerprint = tagger.scores_fingerprint
+    return _finish(scores, str(data), failures, settings, files, warnings, fingerprint)
 
 
 def evaluate_saved_scores(
@@ -287,15 +288,17 @@ def _finish(
     settings: EvalSettings,
     files: list[Path],
     warnings: list[str],
+    fingerprint: str = "",
 ) -> EvalResult:
-    """The metric rows, then calibration and the output folder when asked."""
+    """The metric rows, then calibration and the output folder when asked; ``fingerprint``
+    (``Tagger.scores_fingerprint``, "" for saved scores) goes into the thresholds file."""
     ks = list(dict.fromkeys(int(k) for k in settings.ks))
     report = evaluate(scores, ks, reference=settings.reference_map)
     report.source = source
     report.failed_images = len(failures)
     calibrated = None
     if settings.calibrate is not None:
-        calibrated = _calibrate(scores, Path(settings.calibrate), settings, ks)
+        calibrated = _calibrate(scores, Path(settings.calibrate), settings, ks, fingerprint)
         files.append(calibrated.path)
         if calibrated.check is not None:
             report.extra["calibration_check"] = calibrated.check.to_json()
@@ -305,7 +308,7 @@ def _finish(
 
 
 def _calibrate(
-    scores: ScoreSet, path: Path, settings: EvalSettings, ks: list[int]
+    scores: ScoreSet, path: Path, settings: EvalSettings, ks: list[int], fingerprint: str
 ) -> CalibrationResult:
     """Report thresholds chosen on part of the images on the rest, then write thresholds
     chosen on all of them."""
@@ -324,10 +327,11 @@ def _calibrate(
     rule = "maximise F1" if target is None else f"reach precision {target} (most recall)"
     comment = (
         f"per-label thresholds from mkt-tag eval: {rule}, on {len(scores)} images\n"
-        f"model: {scores.model or 'unknown'}\n"
         f"labels with < {min_positives} positives: the best global threshold"
     )
-    written = calibration.write_calibration(path, scores.labels, chosen, comment)
+    written = calibration.write_calibration(
+        path, scores.labels, chosen, comment, scores.model, fingerprint
+    )
     return CalibrationResult(path, chosen, written, check, skipped)
 
 

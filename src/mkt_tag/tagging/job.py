@@ -1,5 +1,17 @@
 """A tagging run over files: what to skip, where results go, how a killed run resumes.
 
+A run is planned first, without the model: the inputs are found (a run whose every input
+is missing stops here), sidecars that two images would share are refused, temporary files
+left by killed runs are removed, the results file is opened (and locked: one run at a time
+writes it) and the images already done are set aside. Only then, and only when some image
+needs it, does the caller load a model:
+
+    with plan(job) as work:
+        tagger = Tagger.load(model) if work.todo else None
+        labels = tagger.embed_labels(vocabulary) if tagger else None
+        for item in run(work, tagger, labels):
+            ...
+
 Every output is written atomically, so a run killed at any moment (Ctrl-C, kill -9) leaves
 each sidecar either untouched or complete, and the combined results file either absent or
 complete; its journal lets the next run resume where the last one stopped.
@@ -10,14 +22,18 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mkt_tag.errors import ImageLoadError, MktTagError
-from mkt_tag.images import find_images
-from mkt_tag.results import ResultsFile, TagResult
-from mkt_tag.sidecars import sidecar_path, write_sidecar
-from mkt_tag.tagging.label_embeddings import LabelSet
+from mkt_tag.errors import ImageLoadError, InputFileError, MktTagError, OutputError
+from mkt_tag.files import remove_stale_temporaries
+from mkt_tag.images import scan_inputs
+from mkt_tag.results import ResultsFile, TagResult, image_key
+from mkt_tag.sidecars import SIDECAR_FORMATS, sidecar_collisions, sidecar_path, write_sidecar
 from mkt_tag.tagging.selection import Selection
-from mkt_tag.tagging.tagger import Tagger
+
+if TYPE_CHECKING:  # torch: imported by whoever loads a model, not by planning
+    from mkt_tag.tagging.label_embeddings import LabelSet
+    from mkt_tag.tagging.tagger import Tagger
 
 EXISTING_MODES = ("skip", "overwrite", "append")
 
@@ -32,10 +48,46 @@ class TagJob:
     output: Path | None = None  # combined results file (.csv, .json, .jsonl)
     sidecar: str | None = None  # per-image sidecar format: json, txt or xmp
     sidecar_naming: str = "full"  # "full": photo.jpg.xmp, "stem": photo.xmp
-    existing: str = "skip"  # outputs already there: skip, overwrite, or append (merge tags)
+    # outputs already there: skip, overwrite (re-tag the images given and replace their
+    # results; other rows stay), or append (re-tag and merge into sidecars)
+    existing: str = "skip"
     batch_size: int = 16  # images per forward pass
     workers: int | None = None  # decoding processes (None: automatic)
     parallel: int | None = None  # batches the model runs at once (None: automatic)
+
+
+@dataclass
+class TagPlan:
+    """A planned run: what needs the model, and what was found before any work.
+
+    Holds the results file open (and locked against other runs) until the run ends or
+    :meth:`close` is called; use it as a context manager.
+    """
+
+    job: TagJob
+    images: list[Path]  # every image found, sorted
+    todo: list[Path]  # the images that need the model
+    failures: list[MktTagError]  # found while planning: missing inputs, shared sidecars
+    unreadable: list[Path] = field(default_factory=list)  # photo formats not read yet
+    removed: list[Path] = field(default_factory=list)  # temporaries of killed runs
+    results: ResultsFile | None = None  # the combined output, open for this run
+
+    @property
+    def skipped(self) -> int:
+        """Images already done (in the results file and with their sidecar)."""
+        refused = sum(isinstance(failure, SharedSidecarError) for failure in self.failures)
+        return len(self.images) - len(self.todo) - refused
+
+    def close(self) -> None:
+        """Let other runs open the results file (a run still unfinished stays resumable)."""
+        if self.results is not None:
+            self.results.close()
+
+    def __enter__(self) -> TagPlan:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 @dataclass
@@ -46,15 +98,78 @@ class JobReport:
     tagged: int = 0
     skipped: int = 0
     failures: list[MktTagError] = field(default_factory=list)
+    unreadable: list[Path] = field(default_factory=list)  # photo formats not read yet
+    removed: list[Path] = field(default_factory=list)  # temporaries of killed runs
 
 
-def _plan(job: TagJob, images: list[Path], done: set[str]) -> list[Path]:
+class SharedSidecarError(OutputError):
+    """Two images would write the same sidecar (``--sidecar-naming stem``)."""
+
+
+def plan(job: TagJob, on_wait: Callable[[Path], None] | None = None) -> TagPlan:
+    """Find the inputs of ``job`` and what needs the model, without loading one.
+
+    ``on_wait(output)`` is called when another run is writing the results file; this
+    one then waits for it to finish, and plans from what it wrote.
+
+    Raises:
+        InputFileError: every input is missing (nothing could be done).
+        OutputError: the results file cannot be read or written.
+        MktTagError: an unknown mode for existing outputs.
+    """
+    if job.existing not in EXISTING_MODES:
+        raise MktTagError(f"unknown mode for existing outputs {job.existing!r}")
+    if job.sidecar is not None and job.sidecar not in SIDECAR_FORMATS:
+        raise MktTagError(f"unknown sidecar format {job.sidecar!r}")
+    found = scan_inputs(job.inputs, job.recursive)
+    if job.inputs and len(found.missing) == len(job.inputs):
+        raise _nothing_found(found.errors)
+    failures: list[MktTagError] = list(found.errors)
+    shared = _shared_sidecars(job, found.images)
+    failures += shared.values()
+    # Only ours, only of processes that are gone: see files.remove_stale_temporaries.
+    folders = {image.parent for image in found.images}
+    if job.output is not None:
+        folders.add(job.output.parent)
+    removed = [path for folder in sorted(folders) for path in remove_stale_temporaries(folder)]
+    results = ResultsFile(job.output, on_wait=on_wait) if job.output is not None else None
+    try:
+        todo = _todo(job, [image for image in found.images if image not in shared], results)
+    except BaseException:
+        if results is not None:
+            results.close()
+        raise
+    return TagPlan(job, found.images, todo, failures, found.unreadable, removed, results)
+
+
+def _nothing_found(errors: list[ImageLoadError]) -> MktTagError:
+    if len(errors) == 1:
+        return errors[0]
+    return InputFileError(errors[0].path, "; ".join([errors[0].reason, *map(str, errors[1:])]))
+
+
+def _shared_sidecars(job: TagJob, images: list[Path]) -> dict[Path, SharedSidecarError]:
+    if job.sidecar is None:
+        return {}
+    collisions = sidecar_collisions(images, job.sidecar, job.sidecar_naming)
+    return {
+        image: SharedSidecarError(
+            f"{image}: its sidecar {sidecar_path(image, job.sidecar, job.sidecar_naming).name} "
+            f"would also be that of {', '.join(map(str, others))}; neither is written: rename "
+            "one, or use --sidecar-naming full"
+        )
+        for image, others in collisions.items()
+    }
+
+
+def _todo(job: TagJob, images: list[Path], results: ResultsFile | None) -> list[Path]:
     """Images that still need the model: missing from the results file or their sidecar."""
     if job.existing != "skip" or (job.output is None and job.sidecar is None):
         return images
+    done = results.done() if results is not None else {}
     todo = []
     for image in images:
-        needs_row = job.output is not None and str(image) not in done
+        needs_row = results is not None and image_key(image) not in done
         needs_sidecar = (
             job.sidecar is not None
             and not sidecar_path(image, job.sidecar, job.sidecar_naming).exists()
@@ -65,27 +180,55 @@ def _plan(job: TagJob, images: list[Path], done: set[str]) -> list[Path]:
 
 
 def run(
-    job: TagJob,
-    tagger: Tagger,
-    labels: LabelSet,
+    work: TagJob | TagPlan,
+    tagger: Tagger | None,
+    labels: LabelSet | None,
     on_start: Callable[[int], None] | None = None,
 ) -> Generator[TagResult | MktTagError, None, JobReport]:
-    """Run ``job``, yielding each image's result or error as it finishes.
+    """Run a planned job (or plan ``work`` first), yielding each image's result or error
+    as it finishes. The generator's ``JobReport`` is its return value
+    (``StopIteration.value``).
 
-    ``on_start(n)`` is told how many images need the model, before the first one runs. The
-    generator's ``JobReport`` is available as its return value (``StopIteration.value``).
+    Given a :class:`TagJob`, the errors found while planning it are yielded first; given a
+    :class:`TagPlan`, they are in ``plan.failures`` (and in the report) and not yielded
+    again. ``tagger`` and ``labels`` may be None when the plan has nothing to tag.
+    ``on_start(n)`` is told how many images need the model, before the first one runs.
+    The results file is written at the end, and the plan closed, however the run ends.
     """
-    if job.existing not in EXISTING_MODES:
-        raise MktTagError(f"unknown mode for existing outputs {job.existing!r}")
-    images, missing = find_images(job.inputs, job.recursive)
-    report = JobReport(found=len(images), failures=list(missing))
-    yield from missing
-    results = ResultsFile(job.output, overwrite=job.existing == "overwrite") if job.output else None
-    done = set(results.done()) if results else set()
-    todo = _plan(job, images, done)
-    report.skipped = len(images) - len(todo)
-    if on_start:
-        on_start(len(todo))
+    if isinstance(work, TagJob):
+        with plan(work) as planned:
+            yield from planned.failures
+            return (yield from run(planned, tagger, labels, on_start))
+    job = work.job
+    report = JobReport(
+        found=len(work.images),
+        skipped=work.skipped,
+        failures=list(work.failures),
+        unreadable=list(work.unreadable),
+        removed=list(work.removed),
+    )
+    try:
+        if on_start:
+            on_start(len(work.todo))
+        if work.todo:
+            if tagger is None or labels is None:
+                raise ValueError("the plan has images to tag: give a tagger and labels")
+            yield from _tag(job, work.todo, tagger, labels, work.results, report)
+        if work.results is not None:
+            work.results.finish()
+    finally:
+        work.close()
+    return report
+
+
+def _tag(
+    job: TagJob,
+    todo: list[Path],
+    tagger: Tagger,
+    labels: LabelSet,
+    results: ResultsFile | None,
+    report: JobReport,
+) -> Generator[TagResult | MktTagError, None, None]:
     pending: list[TagResult] = []
     for item in tagger.tag_files(
         todo, labels, job.selection, job.batch_size, job.workers, job.parallel
@@ -116,5 +259,3 @@ def run(
         yield item
     if results:
         results.add(pending)
-        results.finish()
-    return report

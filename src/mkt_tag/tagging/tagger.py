@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,11 @@ from mkt_tag.tagging.caches import FeatureCache, LabelCache, open_caches
 from mkt_tag.tagging.label_embeddings import LabelSet, embed
 from mkt_tag.tagging.selection import Selection, select
 from mkt_tag.vocab import Entry
+
+# Features are scored in chunks of exactly this many images (the last one padded): a matrix
+# product's rounding can depend on its number of rows, so an image's scores would otherwise
+# depend on which images share its batch (cached ones, or a batch plan of other sizes).
+SCORE_ROWS = 8
 
 
 @dataclass
@@ -64,6 +69,23 @@ class Tagger:
         prompt = [t.detach().float().cpu().numpy().tobytes() for t in model.prompt.parameters()]
         self.text_key = digest(model.fingerprint, "text", model.config.template, *prompt, *where)
         self.image_key = digest(model.fingerprint, "image", dataclasses.asdict(pre), *where)
+
+    @property
+    def scores_fingerprint(self) -> str:
+        """What the scores depend on: the weights and the configuration (template, streams,
+        top-K patches...), not device or precision; "" when the weights are unknown. A
+        thresholds file records it (``mkt-tag eval --calibrate``) to be checked by ``tag``."""
+        model = self.model
+        return (
+            digest(model.fingerprint, "scores", model.config.to_dict()) if model.fingerprint else ""
+        )
+
+    def report_cache_warnings(self, on_warning: Callable[[str], None]) -> None:
+        """Pass the caches' warnings so far to ``on_warning``, and each later one as it arises
+        (a damaged entry found, a failed write while tagging)."""
+        for cache in (self.label_cache, self.feature_cache):
+            if cache is not None:
+                cache.report_to(on_warning)
 
     @classmethod
     def load(
@@ -105,17 +127,17 @@ class Tagger:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Scores, and with the feature cache on the float16 features to store in it.
 
-        With the cache on, features are scored as stored, so a cached re-run gives exactly the
-        same tags; without it they are scored unrounded. Safe to call from several threads.
+        Features are rounded to float16, as the feature cache stores them, and scored as
+        rounded whether the cache is on or not: a run filling the cache, one reading it and
+        one without it give the same scores, bit for bit. Safe to call from several threads.
         """
         batch = torch.from_numpy(np.stack(arrays)).to(self.device).permute(0, 3, 1, 2)
         batch = normalise_pixels(batch, self.preprocess, self.dtype)
         features = self.model.encode_images(batch)
-        if self.feature_cache is None:
-            return self.score_features(features, labels), None
         tokens = torch.cat([features.global_[:, None], features.patches], dim=1)
-        rows = tokens.to(torch.float16).cpu().numpy()
-        return self._score_cached(list(rows), labels), rows
+        tokens = tokens.to(torch.float16)
+        rows = tokens.cpu().numpy() if self.feature_cache is not None else None
+        return self._score_tokens(tokens, labels), rows
 
     @torch.inference_mode()
     def score_features(self, features: ImageFeatures, labels: LabelSet) -> np.ndarray:
@@ -124,8 +146,18 @@ class Tagger:
         return labels.label_scores(candidates)
 
     def _score_cached(self, tokens: Sequence[np.ndarray], labels: LabelSet) -> np.ndarray:
-        stacked = torch.from_numpy(np.stack(tokens)).to(self.device).float()
-        return self.score_features(ImageFeatures(stacked[:, 0], stacked[:, 1:]), labels)
+        return self._score_tokens(torch.from_numpy(np.stack(tokens)).to(self.device), labels)
+
+    def _score_tokens(self, tokens: torch.Tensor, labels: LabelSet) -> np.ndarray:
+        """Scores of float16 tokens (N x (1 + patches) x D), in chunks of ``SCORE_ROWS``."""
+        out = []
+        for start in range(0, len(tokens), SCORE_ROWS):
+            chunk = tokens[start : start + SCORE_ROWS].float()
+            rows = len(chunk)
+            if rows < SCORE_ROWS:
+                chunk = torch.cat([chunk, chunk.new_zeros(SCORE_ROWS - rows, *chunk.shape[1:])])
+            out.append(self.score_features(ImageFeatures(chunk[:, 0], chunk[:, 1:]), labels)[:rows])
+        return np.concatenate(out) if out else np.zeros((0, len(labels.labels)), np.float32)
 
     def scores(
         self,
