@@ -322,3 +322,38 @@ def test_some_missing_inputs_are_reported_and_the_rest_tagged(tmp_path: Path, ph
     assert result.exit_code == EXIT_PARTIAL
     assert any("nope" in line and "not found" in line for line in result.stderr.splitlines())
     assert len(rows(out)) == 5
+
+
+def test_non_finite_scores_are_failures_not_empty_tags(tmp_path, monkeypatch):
+    """Fault: a model whose scores for an image are NaN (an fp16 overflow; NaN weights are
+    refused at load) wrote an empty tag list with exit 0, and later runs skipped the image as
+    done. Now the image fails with one line, exit 3, no row, no cached features."""
+    from mkt_tag.model import MKT
+
+    folder = tmp_path / "photos"
+    for i in range(3):
+        make_photo(folder / f"p{i}.jpg", seed=i)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\nsea\n")
+    encode = MKT.encode_images
+
+    def broken_for_the_second(self, images):
+        features = encode(self, images)
+        if len(images) > 1:
+            features.global_[1] = float("nan")
+        return features
+
+    monkeypatch.setattr(MKT, "encode_images", broken_for_the_second)
+    out = tmp_path / "out.csv"
+    args = ["tag", str(folder), "--labels", str(labels), "-m", str(TINY_CONFIG)]
+    result = CliRunner().invoke(
+        app, [*args, "-o", str(out), "--batch-size", "3", "--parallel", "1", "--feature-cache"]
+    )
+    assert result.exit_code == EXIT_PARTIAL, result.output
+    assert "p1.jpg" in result.stderr and "not numbers" in result.stderr
+    rows = {Path(row["path"]).name for row in csv.DictReader(out.open())}
+    assert rows == {"p0.jpg", "p2.jpg"}
+    assert all(row["tags"] for row in csv.DictReader(out.open()))
+    monkeypatch.setattr(MKT, "encode_images", encode)
+    again = CliRunner().invoke(app, [*args, "-o", str(out), "--feature-cache"])
+    assert again.exit_code == 0 and "tagged 1" in again.stderr  # p1 was not done

@@ -227,7 +227,8 @@ class Tagger:
         hits = sorted(cached)
         for start in range(0, len(hits), batch_size):
             chunk = hits[start : start + batch_size]
-            yield ScoredBatch(chunk, self._score_cached([cached[i] for i in chunk], labels), [])
+            scores = self._score_cached([cached[i] for i in chunk], labels)
+            yield _finite_only(ScoredBatch(chunk, scores, []), None, paths)[0]
         todo = [index for index in range(len(paths)) if index not in cached]
         if not todo:
             return
@@ -248,7 +249,8 @@ class Tagger:
                 if good
                 else (np.zeros((0, len(labels.labels)), np.float32), None)
             )
-            return ScoredBatch([index for index, _ in good], scores, failed), tokens
+            batch = ScoredBatch([index for index, _ in good], scores, failed)
+            return _finite_only(batch, tokens, paths)
 
         plan = plan_batches(len(todo), batch_size, parallel)
         for batch, tokens in run_batches(files, plan, score, parallel, workers):
@@ -272,3 +274,29 @@ class Tagger:
             chosen = select(batch.scores, labels.labels, selection)
             for index, image_tags in zip(batch.indices, chosen, strict=True):
                 yield TagResult(paths[index], image_tags)
+
+
+def _finite_only(
+    batch: ScoredBatch, tokens: np.ndarray | None, paths: Sequence[Path]
+) -> tuple[ScoredBatch, np.ndarray | None]:
+    """``batch`` without the images whose scores are not all finite numbers, which become
+    failures (an image with NaN scores would get no tag, and count as done); their features
+    are not cached. A model refused at load cannot get here: an fp16 overflow can."""
+    finite = np.isfinite(batch.scores).all(axis=1)
+    if finite.all():
+        return batch, tokens
+    failed = [
+        ImageLoadError(
+            paths[index],
+            "the model's scores for it are not numbers (NaN or infinite): an overflow in "
+            "fp16/bf16? try --precision fp32",
+        )
+        for index, ok in zip(batch.indices, finite, strict=True)
+        if not ok
+    ]
+    kept = ScoredBatch(
+        [index for index, ok in zip(batch.indices, finite, strict=True) if ok],
+        batch.scores[finite],
+        batch.failed + failed,
+    )
+    return kept, tokens[finite] if tokens is not None else None
