@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
 import warnings
 import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pillow_heif
 import pytest
 from PIL import Image
 
@@ -119,7 +122,7 @@ def test_find_images_reports_unreadable_directories(
 
 
 def test_scan_lists_photo_formats_it_cannot_read_apart(tree: Path) -> None:
-    for name in ["x.heic", "y.HEIF", "sub/z.cr2", "w.dng", ".hidden.heic", "v.mov"]:
+    for name in ["x.jxl", "y.ARW", "sub/z.cr2", "w.dng", ".hidden.jxl", "v.mov"]:
         (tree / name).write_bytes(b"x")
     found = scan_inputs([tree], recursive=True)
     assert found.images == [
@@ -131,8 +134,8 @@ def test_scan_lists_photo_formats_it_cannot_read_apart(tree: Path) -> None:
     assert found.unreadable == [
         tree / "sub" / "z.cr2",
         tree / "w.dng",
-        tree / "x.heic",
-        tree / "y.HEIF",
+        tree / "x.jxl",
+        tree / "y.ARW",
     ]
     assert found.errors == [] and found.missing == []
     assert find_images([tree], recursive=True)[0] == found.images
@@ -146,9 +149,10 @@ def test_scan_tells_missing_inputs_from_other_errors(tree: Path) -> None:
 
 def test_the_lists_of_extensions_do_not_overlap() -> None:
     assert not IMAGE_EXTENSIONS & UNREADABLE_EXTENSIONS
-    assert {".heic", ".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".orf", ".rw2"} <= (
+    assert {".jxl", ".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".orf", ".rw2"} <= (
         UNREADABLE_EXTENSIONS
     )
+    assert {".heic", ".heif", ".hif"} <= IMAGE_EXTENSIONS
     assert ".avif" in IMAGE_EXTENSIONS | UNREADABLE_EXTENSIONS
 
 
@@ -160,9 +164,9 @@ def test_avif_is_found_and_read_where_pillow_reads_it(tmp_path: Path) -> None:
 
 
 def test_a_named_file_of_an_unread_format_says_so(tmp_path: Path) -> None:
-    (tmp_path / "x.HEIC").write_bytes(b"\0\0\0\x18ftypheic" + bytes(64))
+    (tmp_path / "x.JXL").write_bytes(b"\xff\x0a" + bytes(64))  # a JPEG XL codestream start
     assert (
-        reason_of(tmp_path / "x.HEIC") == "mkt-tag cannot read .heic files yet (convert it to JPEG)"
+        reason_of(tmp_path / "x.JXL") == "mkt-tag cannot read .jxl files yet (convert it to JPEG)"
     )
 
 
@@ -330,6 +334,87 @@ def test_jpeg_draft_decodes_at_reduced_scale(tmp_path: Path) -> None:
 def test_jpeg_draft_keeps_min_side_after_rotation(tmp_path: Path) -> None:
     path = oriented_jpeg(tmp_path / "portrait.jpg", (1600, 1200), orientation=6)
     assert load_image(path, min_side=300).size == (300, 400)
+
+
+def heic(image: Image.Image, path: Path, **options: Any) -> Path:
+    pillow_heif.register_heif_opener()
+    return save(image, path, format="HEIF", **options)
+
+
+@pytest.mark.parametrize("name", ["a.heic", "b.HEIF", "c.hif"])
+def test_heic_is_found_and_read(tmp_path: Path, name: str) -> None:
+    path = heic(Image.new("RGB", (32, 24), (200, 30, 60)), tmp_path / name, quality=95)
+    assert find_images([tmp_path])[0] == [path]
+    loaded = load_image(path)
+    assert (loaded.mode, loaded.size) == ("RGB", (32, 24))
+    assert pixel(loaded, (5, 5)) == pytest.approx((200, 30, 60), abs=6)
+
+
+@pytest.mark.parametrize(("orientation", "red_corner"), [(3, (76, 36)), (6, (36, 4)), (8, (4, 76))])
+def test_heic_orientation_is_applied_once(
+    tmp_path: Path, orientation: int, red_corner: tuple[int, int]
+) -> None:
+    image = Image.new("RGB", (80, 40), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, 16, 16))  # in the stored top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = heic(image, tmp_path / "rotated.heic", exif=exif.tobytes(), quality=95)
+    # pillow-heif writes the rotation as an irot/imir transform and keeps the EXIF tag:
+    # applying both would rotate the picture twice.
+    written = Image.Exif()
+    written.load(pillow_heif.open_heif(path).info["exif"])
+    assert written[0x0112] == orientation
+    loaded = load_image(path)
+    assert loaded.size == ((80, 40) if orientation == 3 else (40, 80))
+    assert pixel(loaded, red_corner) == pytest.approx((255, 0, 0), abs=12)
+    assert pixel(loaded, (20, 20)) == pytest.approx((0, 0, 255), abs=12)
+
+
+def test_heic_with_alpha_becomes_rgb_on_white(tmp_path: Path) -> None:
+    image = Image.new("RGBA", (16, 16), (10, 20, 30, 0))
+    image.paste((200, 30, 60, 255), (0, 0, 8, 16))
+    loaded = load_image(heic(image, tmp_path / "alpha.heic", quality=-1))  # -1: lossless
+    assert loaded.mode == "RGB"
+    assert pixel(loaded, (2, 8)) == pytest.approx((200, 30, 60), abs=6)
+    assert pixel(loaded, (13, 8)) == pytest.approx(WHITE, abs=6)
+
+
+def test_10_bit_heic_becomes_8_bit_rgb(tmp_path: Path) -> None:
+    pixels = np.full((24, 32, 3), 1000 << 6, dtype=np.uint16)  # 1000 of 1023
+    path = tmp_path / "hdr.heic"
+    pillow_heif.from_bytes("RGB;16", (32, 24), pixels.tobytes()).save(path, quality=-1)
+    assert pillow_heif.open_heif(path, convert_hdr_to_8bit=False).info["bit_depth"] == 10
+    loaded = load_image(path)
+    assert (loaded.mode, loaded.size) == ("RGB", (32, 24))
+    assert pixel(loaded, (5, 5)) == pytest.approx((249, 249, 249), abs=2)
+
+
+def test_heic_pixel_limit_applies_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = heic(Image.new("RGB", (100, 100), (0, 0, 0)), tmp_path / "big.heic")
+
+    def decode(self: Any) -> None:
+        raise AssertionError("decoded a refused image")
+
+    monkeypatch.setattr(pillow_heif.HeifImageFile, "load", decode)
+    assert reason_of(path, max_pixels=9_999).startswith("too large: 100 x 100 = 10,000 pixels")
+
+
+def test_truncated_and_fake_heic(tmp_path: Path) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    path = heic(Image.fromarray(noise), tmp_path / "cut.heic")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size - 20])
+    assert reason_of(path) == "truncated or corrupt image data"
+    (tmp_path / "fake.heic").write_bytes(b"\0\0\0\x18ftypheic" + bytes(64))
+    assert reason_of(tmp_path / "fake.heic") == "truncated or corrupt image data"
+    (tmp_path / "notes.heic").write_text("just some words\n")
+    assert reason_of(tmp_path / "notes.heic") == "not an image (unrecognised format)"
+
+
+def test_heif_support_is_not_loaded_on_import() -> None:
+    code = "import sys, mkt_tag.images; assert 'pillow_heif' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # --- bad files --------------------------------------------------------------------------

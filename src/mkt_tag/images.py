@@ -7,6 +7,7 @@ reason, so one bad file never stops a run of thousands.
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import struct
@@ -29,21 +30,22 @@ _AVIF = (
     else frozenset()
 )
 
+# HEIF/HEIC (phone photos) is read through pillow-heif, registered on first load.
+_HEIF = frozenset({".heic", ".heif", ".hif"})
+
 # What a folder scan takes for an image: the formats mkt-tag reads.
 IMAGE_EXTENSIONS = (
-    frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}) | _AVIF
+    frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}) | _HEIF | _AVIF
 )
 
 # Photo formats mkt-tag cannot read yet: a folder scan skips them, but counts and names
-# them, so that no photo is left out without a word. HEIF/HEIC (phones), AVIF where Pillow
-# lacks it, JPEG XL, and camera raw files.
+# them, so that no photo is left out without a word. AVIF where Pillow lacks it, JPEG XL,
+# and camera raw files.
 _CAMERA_RAW = (
     ".3fr .ari .arw .bay .cr2 .cr3 .crw .dcr .dng .erf .fff .gpr .iiq .k25 .kdc .mef .mos "
     ".mrw .nef .nrw .orf .pef .raf .raw .rw2 .rwl .sr2 .srf .srw .x3f"
 )
-UNREADABLE_EXTENSIONS = (
-    frozenset({".heic", ".heif", ".hif", ".avif", ".jxl", *_CAMERA_RAW.split()}) - IMAGE_EXTENSIONS
-)
+UNREADABLE_EXTENSIONS = frozenset({".avif", ".jxl", *_CAMERA_RAW.split()}) - IMAGE_EXTENSIONS
 
 # Pillow's own error threshold (2 x Image.MAX_IMAGE_PIXELS with its defaults).
 DEFAULT_MAX_PIXELS = 178_956_970
@@ -171,6 +173,7 @@ def load_image(
     path = Path(path)
     if min_side is not None and min_side < 1:
         raise ValueError(f"min_side must be a positive number of pixels, got {min_side}")
+    _register_heif_opener()
     file = _open_regular_file(path)
     try:
         with file, warnings.catch_warnings():
@@ -188,6 +191,8 @@ def load_image(
         if path.suffix.lower() in UNREADABLE_EXTENSIONS:
             reason = f"mkt-tag cannot read {path.suffix.lower()} files yet (convert it to JPEG)"
             raise ImageLoadError(path, reason) from None
+        if _is_heif(path):  # pillow-heif reports damaged HEIF data as an unknown format
+            raise ImageLoadError(path, "truncated or corrupt image data") from None
         raise ImageLoadError(path, "not an image (unrecognised format)") from None
     except Image.DecompressionBombError:
         limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
@@ -199,6 +204,27 @@ def load_image(
         return to_rgb(oriented)
     except ValueError:  # a colour mode Pillow can open but not convert
         raise ImageLoadError(path, f"unsupported colour mode {oriented.mode}") from None
+
+
+@functools.cache
+def _register_heif_opener() -> None:
+    # Here rather than at import: `import mkt_tag` stays fast, and each DataLoader worker
+    # (which calls load_image) registers it in its own process. pillow-heif applies the
+    # file's rotation and mirroring (irot/imir) while decoding and resets the EXIF
+    # orientation it leaves behind to 1, so exif_transpose does not rotate a second time;
+    # 10- and 12-bit images decode to 8 bits.
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+
+
+def _is_heif(path: Path) -> bool:
+    from pillow_heif import is_supported
+
+    try:
+        return bool(is_supported(path))  # reads the ftyp brand at the start of the file
+    except (OSError, ValueError):
+        return False
 
 
 def _open_regular_file(path: Path) -> BinaryIO:
@@ -230,8 +256,9 @@ def _decode_at_reduced_scale(image: Image.Image, min_side: int) -> None:
     # Pillow's JPEG draft picks the largest reduction 1/s (s in 8, 4, 2, 1) with
     # s <= min(width // w, height // h); asking for a min_side square therefore keeps
     # both sides >= min_side. EXIF rotation swaps the sides, so the shortest side (the
-    # one preprocessing resizes) is the same before and after it. Other formats ignore
-    # draft().
+    # one preprocessing resizes) is the same before and after it. pillow-heif decodes an
+    # embedded thumbnail instead when one has both sides >= min_side and the image's
+    # orientation; other formats ignore draft().
     image.draft("RGB", (min_side, min_side))
 
 

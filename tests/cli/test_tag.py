@@ -6,7 +6,9 @@ import csv
 import json
 from pathlib import Path
 
+import pillow_heif
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from mkt_tag.cli import app
@@ -300,13 +302,25 @@ def test_ctrl_c_before_tagging_is_exit_130_without_a_traceback(photos, label_fil
     assert "Traceback" not in result.output
 
 
+def test_a_folder_with_heic_photos_is_tagged(photos, label_file, tmp_path):
+    make_photo(tmp_path / "phone.png", seed=5)
+    with Image.open(tmp_path / "phone.png") as image:
+        pillow_heif.from_pillow(image).save(photos / "phone.heic")
+    out = tmp_path / "r.json"
+    result = tag(photos, "--labels", label_file, "-o", out, "--top-k", "2", "--precision", "fp32")
+    assert result.exit_code == 0, result.output
+    records = {record["path"]: record for record in json.loads(out.read_text())}
+    assert len(records[str(photos / "phone.heic")]["tags"]) == 2
+    assert "6 images: tagged 6" in result.stderr and "cannot read" not in result.stderr
+
+
 def test_verbose_lists_what_it_skipped_and_removed(photos, label_file, tmp_path):
-    (photos / "x.heic").write_bytes(b"x")
+    (photos / "x.jxl").write_bytes(b"x")
     stale = photos / ".a.jpg.json.999999999.0123abcd.tmp"
     stale.write_bytes(b"")
     result = tag(photos, "--labels", label_file, "--sidecar", "json", "--verbose")
     assert result.exit_code == 0, result.output
-    assert f"cannot read .heic files yet: {photos / 'x.heic'}" in result.stderr
+    assert f"cannot read .jxl files yet: {photos / 'x.jxl'}" in result.stderr
     assert f"removed a temporary file left by a killed run: {stale}" in result.stderr
     assert "removed 1 temporary files left by killed runs" in result.stderr
     assert not stale.exists()

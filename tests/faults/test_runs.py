@@ -269,18 +269,18 @@ def test_overwrite_of_some_images_keeps_the_other_rows(tmp_path: Path, photos: P
 
 
 def test_unreadable_image_types_are_counted_and_listed(tmp_path: Path, photos: Path, label_file):
-    """Fault (issue item 11): files with image extensions mkt-tag does not read (.heic, RAW,
+    """Fault (issue item 11): files with image extensions mkt-tag does not read (JPEG XL, RAW,
     ...) were skipped in a folder walk without a word. The summary counts them by
     extension; --verbose lists each one."""
-    for name in ("x.heic", "y.HEIC", "z.cr2", "w.nef"):
+    for name in ("x.jxl", "y.JXL", "z.cr2", "w.nef"):
         (photos / name).write_bytes(b"not read")
     result = tag(photos, "--labels", label_file, "-o", tmp_path / "r.csv")
     assert result.exit_code == 0, result.output
-    assert "skipped 2 .heic, 1 .cr2, 1 .nef files mkt-tag cannot read yet" in result.stderr
-    assert str(photos / "x.heic") not in result.stderr
+    assert "skipped 2 .jxl, 1 .cr2, 1 .nef files mkt-tag cannot read yet" in result.stderr
+    assert str(photos / "x.jxl") not in result.stderr
     verbose = tag(photos, "--labels", label_file, "-o", tmp_path / "r.csv", "--verbose")
     assert verbose.exit_code == 0, verbose.output
-    for name in ("x.heic", "y.HEIC", "z.cr2", "w.nef"):
+    for name in ("x.jxl", "y.JXL", "z.cr2", "w.nef"):
         assert any(str(photos / name) in line for line in verbose.stderr.splitlines()), name
     quiet = tag(photos, "--labels", label_file, "-o", tmp_path / "r.csv", "-q")
     assert "cannot read yet" in quiet.stderr  # never silent, even with -q

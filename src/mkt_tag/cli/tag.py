@@ -148,7 +148,7 @@ def tag(
         False,
         "--verbose",
         "-v",
-        help="Also list each file skipped because mkt-tag cannot read its format yet (HEIC, "
+        help="Also list each file skipped because mkt-tag cannot read its format yet (JPEG XL, "
         "camera raw, ...), and each temporary file of a killed run that was removed.",
     ),
 ) -> None:
@@ -158,7 +158,7 @@ def tag(
     Images already in the results file (however their path is spelled) and with their
     sidecar are skipped; the model is only loaded when some image needs it. Paths in the
     results file are absolute. Folders are scanned for the formats mkt-tag reads; photos in
-    formats it cannot read yet (HEIC, camera raw, ...) are counted in the summary.
+    formats it cannot read yet (camera raw, JPEG XL, ...) are counted in the summary.
 
     Example:
 
@@ -253,7 +253,7 @@ def _list_skipped(planned: TagPlan) -> None:
 
 
 def _unreadable_summary(unreadable: list[Path]) -> str:
-    """ "skipped 3 .heic, 2 .cr2 files mkt-tag cannot read yet", most frequent first."""
+    """ "skipped 3 .jxl, 2 .cr2 files mkt-tag cannot read yet", most frequent first."""
     counts = Counter(path.suffix.lower() for path in unreadable)
     kinds = ", ".join(f"{n} {suffix}" for suffix, n in sorted(counts.items(), key=_by_count))
     return f"skipped {kinds} files mkt-tag cannot read yet"
