@@ -357,3 +357,25 @@ def test_non_finite_scores_are_failures_not_empty_tags(tmp_path, monkeypatch):
     monkeypatch.setattr(MKT, "encode_images", encode)
     again = CliRunner().invoke(app, [*args, "-o", str(out), "--feature-cache"])
     assert again.exit_code == 0 and "tagged 1" in again.stderr  # p1 was not done
+
+
+@pytest.mark.parametrize("where", ["out", "calibrate", "save-scores"])
+def test_eval_outputs_that_cannot_be_written_fail_before_scoring(tmp_path, where):
+    """Fault: `mkt-tag eval --out FILE` (or --calibrate / --save-scores in a folder that cannot
+    be made) failed only after every image was scored, and without printing the table it had.
+    Now it fails at once, before the model loads (a model id missing from the cache proves it:
+    loading it would be another error), with one line naming the path."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    photo = make_photo(tmp_path / "img" / "0.jpg")
+    data = tmp_path / "test.csv"
+    data.write_text(f"path,labels\n{photo},cat\n")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\n")
+    target = {"out": blocker, "calibrate": blocker / "t.tsv", "save-scores": blocker / "s.npz"}
+    args = ["eval", "--data", str(data), "--labels", str(labels), "-m", "ViT-B-32:openai"]
+    result = CliRunner().invoke(app, [*args, f"--{where}", str(target[where])])
+    assert result.exit_code == EXIT_ERROR
+    assert str(target[where]) in result.stderr and "cannot write" in result.stderr
+    assert "not in the cache" not in result.stderr  # the model was never loaded
+    assert len(result.stderr.strip().splitlines()) == 1

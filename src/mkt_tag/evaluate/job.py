@@ -14,6 +14,8 @@ scoring progress to ``on_progress``. torch is imported only when a model is run.
 
 from __future__ import annotations
 
+import errno
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ from mkt_tag.errors import ImageLoadError, LabelFileError, OutputError
 from mkt_tag.evaluate import calibration, plots
 from mkt_tag.evaluate.report import DEFAULT_KS, EvalReport, evaluate, write_metrics, write_per_label
 from mkt_tag.evaluate.scores import ScoreSet, load_scores, save_scores, score_images
+from mkt_tag.files import write_error
 
 if TYPE_CHECKING:
     from mkt_tag.evaluate.calibration import Calibration, HeldOutCheck, ThresholdsWritten
@@ -148,6 +151,7 @@ def evaluate_model(
     """
     settings = settings or EvalSettings()
     scoring = scoring or ScoringSettings()
+    _check_outputs(settings, scoring.save_scores)
     warnings, warn = _collector(on_warning)
     vocabulary = vocab.read_labels(labels)
     for line in vocabulary.warnings:
@@ -219,6 +223,7 @@ def evaluate_saved_scores(
             cannot be written.
     """
     settings = settings or EvalSettings()
+    _check_outputs(settings, None)
     warnings, warn = _collector(on_warning)
     saved = load_scores(scores)
     if labels is not None:
@@ -229,6 +234,30 @@ def evaluate_saved_scores(
 
 
 # --- the steps ------------------------------------------------------------------------------
+
+
+def _check_outputs(settings: EvalSettings, save_scores: str | Path | None) -> None:
+    """Fail now, not after every image is scored: each output's folder can be made and
+    written in (the ``out`` folder itself, the folders of the other files).
+
+    Raises:
+        OutputError: one of them cannot.
+    """
+    places = [(Path(settings.out), Path(settings.out))] if settings.out is not None else []
+    places += [
+        (Path(file), Path(file).parent)
+        for file in (settings.calibrate, save_scores)
+        if file is not None
+    ]
+    for target, folder in places:
+        try:
+            if folder.exists() and not folder.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, f"{folder} is not a folder")
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            raise write_error(target, error) from None
 
 
 def _collector(on_warning: Warn | None) -> tuple[list[str], Warn]:
