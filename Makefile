@@ -4,7 +4,7 @@ test:
 	pytest
 
 quick:
-	pytest -m "not slow" -n 2
+	pytest -m "not slow" -n 2 --dist loadfile
 
 lint:
 	ruff check src tests bench scripts examples

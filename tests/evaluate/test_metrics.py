@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score
-from sklearn.metrics import precision_recall_curve as sklearn_pr_curve
 
 from mkt_tag.evaluate import ranking
 from mkt_tag.evaluate.calibration import calibrate_thresholds
@@ -90,6 +88,8 @@ def test_average_precision_ignores_image_order():
 
 @pytest.mark.parametrize(("n_images", "n_labels"), [(50, 3), (400, 17)])
 def test_average_precision_matches_sklearn(n_images, n_labels):
+    from sklearn.metrics import average_precision_score  # 3 s to import: only where needed
+
     scores, targets = random_data(n_images, n_images, n_labels)
     result = average_precision(scores, targets)
     for j in range(n_labels):
@@ -283,6 +283,8 @@ def test_thresholds_are_the_exact_scores():
 
 
 def test_precision_recall_curve_matches_sklearn():
+    from sklearn.metrics import precision_recall_curve as sklearn_pr_curve
+
     scores, targets = random_data(7, 80, 1)
     labelled = targets[:, 0] != 0
     precision, recall, thresholds = sklearn_pr_curve(targets[labelled, 0] == 1, scores[labelled, 0])
