@@ -20,6 +20,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
+from mkt_tag import config
 from mkt_tag.config import PreprocessConfig
 from mkt_tag.errors import ImageLoadError
 
@@ -50,12 +51,8 @@ UNREADABLE_EXTENSIONS = frozenset({".avif", ".jxl", *_CAMERA_RAW.split()}) - IMA
 # Pillow's own error threshold (2 x Image.MAX_IMAGE_PIXELS with its defaults).
 DEFAULT_MAX_PIXELS = 178_956_970
 
-INTERPOLATIONS = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
+# The filters a checkpoint may name (config.INTERPOLATIONS), as Pillow's constants.
+INTERPOLATIONS = {name: Image.Resampling[name.upper()] for name in config.INTERPOLATIONS}
 
 # Greyscale modes with more than 8 bits per pixel; Pillow's convert() clips them at 255.
 _HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
