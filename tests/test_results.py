@@ -63,11 +63,22 @@ def test_results_round_trip(tmp_path: Path, suffix: str) -> None:
 def test_csv_layout(tmp_path: Path) -> None:
     write_results(tmp_path / "tags.csv", RESULTS)
     assert (tmp_path / "tags.csv").read_text(encoding="utf-8") == (
-        "path,tags,scores\n"
-        "photos/b.jpg,dog|cat,0.9123|0.1000\n"
-        '"photos/a, with comma.png",beach|café,0.7500|0.5000\n'
-        "photos/nothing.gif,,\n"
+        "path,tags,scores,run\n"
+        "photos/b.jpg,dog|cat,0.9123|0.1000,\n"
+        '"photos/a, with comma.png",beach|café,0.7500|0.5000,\n'
+        "photos/nothing.gif,,,\n"
     )
+
+
+def test_rows_record_their_run_and_files_without_it_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "tags.csv"
+    write_results(path, [TagResult(Path("a.jpg"), [Tag("dog", 0.5)], run="5d0c")])
+    assert path.read_text().splitlines()[1] == "a.jpg,dog,0.5000,5d0c"
+    assert read_results(path)[0].run == "5d0c"
+    path.write_text("path,tags,scores\na.jpg,dog,0.5000\n")  # mkt-tag 0.2
+    assert read_results(path)[0] == TagResult(Path("a.jpg"), [Tag("dog", 0.5)], run="")
+    write_results(tmp_path / "tags.jsonl", [TagResult(Path("a.jpg"), [], run="5d0c")])
+    assert read_results(tmp_path / "tags.jsonl")[0].run == "5d0c"
 
 
 def test_json_and_jsonl_layout(tmp_path: Path) -> None:

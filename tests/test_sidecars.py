@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from mkt_tag import sidecars
+from mkt_tag import sidecar_paths
 from mkt_tag.errors import InputFileError, OutputError
+from mkt_tag.records import RECORD_NAMESPACE
 from mkt_tag.results import Tag
-from mkt_tag.sidecars import read_sidecar_tags, sidecar_collisions, sidecar_path, write_sidecar
+from mkt_tag.sidecar_paths import sidecar_collisions, sidecar_path
+from mkt_tag.sidecars import read_sidecar_tags, write_sidecar
 
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 DC = "http://purl.org/dc/elements/1.1/"
@@ -35,42 +37,56 @@ def test_txt_sidecar_and_merge(tmp_path: Path) -> None:
     path = write_sidecar(image, TAGS, "txt")
     assert path.read_text() == "dog, beach\n"
     path.write_text("sunset, dog\n")
-    write_sidecar(image, [Tag("cat", 0.8), Tag("dog", 0.7)], "txt", merge=True)
+    write_sidecar(image, [Tag("cat", 0.8), Tag("dog", 0.7)], "txt", keep=True)
     assert path.read_text() == "sunset, dog, cat\n"
     assert read_sidecar_tags(path, "txt") == ["sunset", "dog", "cat"]
     write_sidecar(image, [Tag("cat", 0.8)], "txt")
     assert read_sidecar_tags(path, "txt") == ["cat"]
 
 
-def test_json_sidecar_and_merge(tmp_path: Path) -> None:
+def test_json_sidecar_keeps_the_persons_labels(tmp_path: Path) -> None:
     image = tmp_path / "photo.png"
     path = write_sidecar(image, TAGS, "json", naming="stem")
     assert path == tmp_path / "photo.json"
-    assert json.loads(path.read_text()) == {
-        "tags": [{"label": "dog", "score": 0.9}, {"label": "beach", "score": 0.4}],
-        "source": "mkt-tag",
-    }
+    document = json.loads(path.read_text())
+    assert document["tags"] == [{"label": "dog", "score": 0.9}, {"label": "beach", "score": 0.4}]
+    assert document["mkt-tag"]["added"] == ["dog", "beach"]
     existing = {
         "tags": [{"label": "beach", "score": 0.2}, {"label": "sea", "score": 0.6}, "mine"],
         "note": "x",
     }
-    path.write_text(json.dumps(existing))
-    write_sidecar(image, [Tag("beach", 0.5)], "json", naming="stem", merge=True)
+    path.write_text(json.dumps(existing))  # written by someone else: every label is theirs
+    write_sidecar(image, [Tag("beach", 0.5), Tag("cat", 0.3)], "json", naming="stem")
     merged = json.loads(path.read_text())
     assert merged["tags"] == [
-        {"label": "mine"},  # added by hand, without score
-        {"label": "sea", "score": 0.6},  # kept its own score
-        {"label": "beach", "score": 0.5},  # the new score wins
+        {"label": "beach", "score": 0.2},  # theirs, as they wrote it
+        {"label": "sea", "score": 0.6},
+        "mine",
+        {"label": "cat", "score": 0.3},  # mkt-tag's
     ]
     assert merged["note"] == "x"
-    assert read_sidecar_tags(path, "json") == ["mine", "sea", "beach"]
+    assert merged["mkt-tag"]["added"] == ["cat"]
+    assert read_sidecar_tags(path, "json") == ["beach", "sea", "mine", "cat"]
+    write_sidecar(image, [Tag("dog", 0.7)], "json", naming="stem")  # cat was mkt-tag's
+    assert read_sidecar_tags(path, "json") == ["beach", "sea", "mine", "dog"]
+
+
+def test_json_sidecar_of_mkt_tag_0_2_is_mkt_tags(tmp_path: Path) -> None:
+    """0.2 wrote no record, only "source": the labels with a score were its own."""
+    path = tmp_path / "photo.jpg.json"
+    old = {"tags": [{"label": "mine"}, {"label": "dog", "score": 0.9}], "source": "mkt-tag"}
+    path.write_text(json.dumps(old))
+    write_sidecar(tmp_path / "photo.jpg", [Tag("cat", 0.8)], "json")
+    document = json.loads(path.read_text())
+    assert document["tags"] == [{"label": "mine"}, {"label": "cat", "score": 0.8}]
+    assert "source" not in document
 
 
 def test_malformed_json_sidecar_is_not_overwritten(tmp_path: Path) -> None:
     path = tmp_path / "photo.jpg.json"
     path.write_text("{oops")
     with pytest.raises(OutputError, match=r"photo\.jpg\.json: cannot update"):
-        write_sidecar(tmp_path / "photo.jpg", TAGS, "json", merge=True)
+        write_sidecar(tmp_path / "photo.jpg", TAGS, "json", keep=True)
     assert path.read_text() == "{oops"
 
 
@@ -134,7 +150,7 @@ DARKTABLE_XMP = """<?xml version="1.0" encoding="UTF-8"?>
 def test_xmp_merge_preserves_all_other_metadata(tmp_path: Path) -> None:
     path = tmp_path / "photo.jpg.xmp"
     path.write_text(DARKTABLE_XMP)
-    write_sidecar(tmp_path / "photo.jpg", TAGS, "xmp", merge=True)
+    write_sidecar(tmp_path / "photo.jpg", TAGS, "xmp")
     assert subjects(path) == ["holiday", "dog", "beach"]
     text = path.read_text(encoding="utf-8")
     for kept in ['xmp:Rating="4"', 'darktable:xmp_version="5"', "<darktable:history>",
@@ -148,11 +164,13 @@ def test_xmp_merge_preserves_all_other_metadata(tmp_path: Path) -> None:
     assert metadata["HistoryOperation"] == "exposure"
 
 
-def test_xmp_replace_changes_only_the_keywords(tmp_path: Path) -> None:
+def test_xmp_retag_replaces_only_mkt_tags_keywords(tmp_path: Path) -> None:
     path = tmp_path / "photo.xmp"
     path.write_text(DARKTABLE_XMP)
     write_sidecar(tmp_path / "photo.jpg", [Tag("cat", 0.9)], "xmp", naming="stem")
-    assert subjects(path) == ["cat"]
+    assert subjects(path) == ["holiday", "dog", "cat"]
+    write_sidecar(tmp_path / "photo.jpg", [Tag("dog", 0.9), Tag("sea", 0.5)], "xmp", naming="stem")
+    assert subjects(path) == ["holiday", "dog", "sea"]  # cat was mkt-tag's; dog is theirs
     assert 'xmp:Rating="4"' in path.read_text() and "<darktable:history>" in path.read_text()
 
 
@@ -163,11 +181,12 @@ def test_xmp_without_keywords_gets_them_in_its_description(tmp_path: Path) -> No
             "</dc:subject>", "</dc:ignored>"
         )
     )
-    write_sidecar(tmp_path / "photo.jpg", TAGS, "xmp", merge=True)
+    write_sidecar(tmp_path / "photo.jpg", TAGS, "xmp")
     root = ET.parse(path).getroot()
     descriptions = root.findall(f".//{{{RDF}}}Description")
-    assert len(descriptions) == 1
+    assert len(descriptions) == 2  # darktable's, and mkt-tag's record
     assert descriptions[0].find(f"{{{DC}}}subject") is not None
+    assert descriptions[1].find(f"{{{RECORD_NAMESPACE}}}Run") is not None
     assert subjects(path) == ["dog", "beach"]
 
 
@@ -213,7 +232,7 @@ def test_xmp_with_doctype_is_refused(tmp_path: Path, document: str) -> None:
     path = tmp_path / "photo.jpg.xmp"
     path.write_text(document)
     with pytest.raises(OutputError, match="DOCTYPE"):
-        write_sidecar(tmp_path / "photo.jpg", TAGS, "xmp", merge=True)
+        write_sidecar(tmp_path / "photo.jpg", TAGS, "xmp", keep=True)
     assert path.read_text() == document
     with pytest.raises(InputFileError, match="DOCTYPE"):
         read_sidecar_tags(path, "xmp")
@@ -237,7 +256,7 @@ def test_stem_naming_collisions_name_every_image_involved(tmp_path: Path) -> Non
     a_jpg, a_jpeg, b_png, c_jpg, c_png = (
         tmp_path / name for name in ["a.jpg", "a.jpeg", "b.png", "c.jpg", "c.png"]
     )
-    touch(a_jpg, a_jpeg, b_png, c_jpg, c_png, tmp_path / "b.cr2", tmp_path / ".c.gif")
+    touch(a_jpg, a_jpeg, b_png, c_jpg, c_png, tmp_path / "b.txt", tmp_path / ".c.gif")
     # c.png is not in the run, but a folder scan would tag it and write c.xmp too.
     collisions = sidecar_collisions([a_jpeg, a_jpg, b_png, c_jpg], "xmp", "stem")
     assert collisions == {a_jpeg: [a_jpg], a_jpg: [a_jpeg], c_jpg: [c_png]}
@@ -257,7 +276,7 @@ def test_stem_collisions_ignore_case_where_the_folder_does(
     touch(tmp_path / "Photo.jpg", tmp_path / "photo.png")
     images = [tmp_path / "Photo.jpg", tmp_path / "photo.png"]
     assert sidecar_collisions(images, "xmp", "stem") == {}  # this folder tells case apart
-    monkeypatch.setattr(sidecars, "_ignores_case", lambda folder, sample: True)
+    monkeypatch.setattr(sidecar_paths, "_ignores_case", lambda folder, sample: True)
     assert sidecar_collisions(images, "xmp", "stem") == {
         images[0]: [images[1]],
         images[1]: [images[0]],

@@ -21,18 +21,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from mkt_tag import files, hub
+from mkt_tag import hub, identity
 from mkt_tag.config import ModelConfig
 from mkt_tag.errors import CheckpointError, ModelError
 from mkt_tag.files import atomic_directory
+from mkt_tag.identity import CONFIG_FILE, WEIGHTS_FILE, is_checkpoint
 from mkt_tag.model import MKT, build_clip
-
-CONFIG_FILE = "mkt_config.json"
-WEIGHTS_FILE = "model.safetensors"
-
-
-def is_checkpoint(path: str | Path) -> bool:
-    return (Path(path) / CONFIG_FILE).is_file()
 
 
 def _tokenizer(arch: dict) -> object:
@@ -129,7 +123,7 @@ def from_backbone(
     config.arch = backbone.arch
     clip = _backbone_clip(backbone)
     model = MKT(clip.eval(), config, _tokenizer(backbone.arch))  # type: ignore[arg-type]
-    model.fingerprint = _backbone_fingerprint(backbone)
+    model.fingerprint = identity.backbone_fingerprint(backbone)
     return model
 
 
@@ -145,53 +139,31 @@ def _backbone_clip(backbone: hub.Backbone, arch: dict | None = None) -> torch.nn
     return clip
 
 
-def _backbone_fingerprint(backbone: hub.Backbone) -> str:
-    # Hub files are content-addressed, local ones are named by path, size and mtime.
-    weights = files.file_identity(backbone.weights) if backbone.weights else None
-    return files.digest("backbone", backbone.id, backbone.arch, weights)
-
-
 def load(model_id: str | Path, cache_dir: Path | None = None, download: bool = True) -> MKT:
     """Load an mkt-tag checkpoint directory or a backbone id (see ``hub``), in eval mode."""
-    if is_checkpoint(model_id):
-        return load_checkpoint(Path(model_id), cache_dir, download)
-    text = str(model_id)
-    path = Path(text).expanduser()
-    if path.is_dir() and (path / hub.HF_CONFIG).is_file():
-        text = f"local-dir:{path}"
-    elif path.is_dir():
-        raise CheckpointError(
-            f"{path}: not an mkt-tag checkpoint (no {CONFIG_FILE}) "
-            f"nor an open_clip model directory (no {hub.HF_CONFIG})"
-        )
-    return from_backbone(text, cache_dir, download)
+    found = identity.resolve(model_id, cache_dir, download)
+    if found.checkpoint is None:
+        return _on_backbone(found)
+    return _load_checkpoint(found)
 
 
-def read_config(folder: Path) -> ModelConfig:
-    """A checkpoint's config, every field checked: one line naming the file otherwise."""
-    path = folder / CONFIG_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path}: unreadable checkpoint config ({error})") from error
-    try:
-        return ModelConfig.from_dict(data)
-    except ValueError as error:
-        raise CheckpointError(f"{path}: {error}") from error
+def _on_backbone(found: identity.ModelIdentity) -> MKT:
+    assert found.backbone is not None
+    clip = _backbone_clip(found.backbone)
+    tokenizer = _tokenizer(found.backbone.arch)
+    model = MKT(clip.eval(), found.config, tokenizer)  # type: ignore[arg-type]
+    model.fingerprint = found.weights
+    return model
 
 
-def load_checkpoint(folder: Path, cache_dir: Path | None = None, download: bool = True) -> MKT:
+def _load_checkpoint(found: identity.ModelIdentity) -> MKT:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    config = read_config(folder)
-    if config.arch is None:
-        raise CheckpointError(f"{folder / CONFIG_FILE}: no 'arch' (backbone architecture)")
-    parts: list[object] = ["checkpoint", config.to_dict()]
-    if config.weights in ("none", "delta"):
-        backbone = hub.resolve(config.backbone, cache_dir, download)
-        clip = _backbone_clip(backbone, config.arch)
-        parts.append(_backbone_fingerprint(backbone))
+    config, folder = found.config, found.checkpoint
+    assert folder is not None and config.arch is not None
+    if found.backbone is not None:
+        clip = _backbone_clip(found.backbone, config.arch)
     else:
         clip = build_clip(config.arch)
     model = MKT(clip, config, _tokenizer(config.arch))  # type: ignore[arg-type]
@@ -202,8 +174,7 @@ def load_checkpoint(folder: Path, cache_dir: Path | None = None, download: bool 
         except (OSError, SafetensorError) as error:
             raise CheckpointError(f"{weights}: cannot read weights ({error})") from error
         _apply(model, tensors, weights, full=config.weights == "full")
-        parts.append(files.file_content(weights))
-    model.fingerprint = files.digest(*parts)
+    model.fingerprint = found.weights
     return model.eval()
 
 

@@ -24,6 +24,7 @@ from mkt_tag.files import atomic_write_text, write_error
 RESULTS_SUFFIXES = (".csv", ".json", ".jsonl")
 SCORE_DECIMALS = 4  # more digits are noise for a confidence, and make files twice as long
 LABEL_SEPARATOR = "|"  # between labels (and between scores) in a CSV cell
+CSV_HEADER = ["path", "tags", "scores", "run"]
 
 
 class MalformedFileError(ValueError):
@@ -44,6 +45,7 @@ class TagResult:
 
     path: Path
     tags: list[Tag] = field(default_factory=list)
+    run: str = ""  # ``records.RunIdentity.fingerprint`` of the run that tagged it ("" unknown)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -57,7 +59,10 @@ def _to_record(result: TagResult) -> dict[str, Any]:
     rounded = [(tag.label, round(tag.score, SCORE_DECIMALS)) for tag in result.tags]
     rounded.sort(key=lambda item: (-item[1], item[0]))
     tags = [{"label": label, "score": score} for label, score in rounded]
-    return {"path": str(result.path), "tags": tags}
+    record: dict[str, Any] = {"path": str(result.path), "tags": tags}
+    if result.run:
+        record["run"] = result.run
+    return record
 
 
 def _from_record(record: Any) -> TagResult:
@@ -73,7 +78,10 @@ def _from_record(record: Any) -> TagResult:
         if score is None:
             raise MalformedFileError(f"tag {label!r} has no score")
         tags.append(Tag(label, score))
-    return TagResult(Path(record["path"]), tags)
+    run = record.get("run", "")
+    if not isinstance(run, str):
+        raise MalformedFileError(f"run {run!r} is not a fingerprint")
+    return TagResult(Path(record["path"]), tags, run)
 
 
 def label_and_score(item: Any) -> tuple[str, float | None]:
@@ -109,13 +117,13 @@ def write_results(path: Path, results: list[TagResult]) -> None:
         _check_csv_labels(path, results)
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["path", "tags", "scores"])
+        writer.writerow(CSV_HEADER)
         for record in records:
             labels = LABEL_SEPARATOR.join(tag["label"] for tag in record["tags"])
             scores = LABEL_SEPARATOR.join(
                 f"{tag['score']:.{SCORE_DECIMALS}f}" for tag in record["tags"]
             )
-            writer.writerow([record["path"], labels, scores])
+            writer.writerow([record["path"], labels, scores, record.get("run", "")])
         text = buffer.getvalue()
     atomic_write_text(path, text)
 
@@ -155,18 +163,19 @@ def read_results(path: Path) -> list[TagResult]:
 
 def _results_from_csv(text: str) -> list[TagResult]:
     reader = csv.reader(io.StringIO(text))
-    if next(reader, None) != ["path", "tags", "scores"]:
-        raise MalformedFileError("expected the header path,tags,scores")
+    header = next(reader, None)
+    if header not in (CSV_HEADER, CSV_HEADER[:3]):  # files of mkt-tag 0.2 have no run
+        raise MalformedFileError(f"expected the header {','.join(CSV_HEADER)}")
     results = []
     for row in reader:
-        if len(row) != 3:
-            raise MalformedFileError(f"expected 3 columns, got {row!r}")
+        if len(row) != len(header):
+            raise MalformedFileError(f"expected {len(header)} columns, got {row!r}")
         labels = row[1].split(LABEL_SEPARATOR) if row[1] else []
         scores = [float(score) for score in row[2].split(LABEL_SEPARATOR)] if row[2] else []
         if len(labels) != len(scores):
             raise MalformedFileError(f"{len(labels)} tags but {len(scores)} scores in {row!r}")
         tags = [Tag(label, score) for label, score in zip(labels, scores, strict=True)]
-        results.append(TagResult(Path(row[0]), tags))
+        results.append(TagResult(Path(row[0]), tags, row[3] if len(row) > 3 else ""))
     return results
 
 
@@ -300,7 +309,7 @@ class ResultsFile:
         their paths are made absolute."""
         if not results:
             return
-        results = [TagResult(Path(os.path.abspath(r.path)), r.tags) for r in results]
+        results = [TagResult(Path(os.path.abspath(r.path)), r.tags, r.run) for r in results]
         if self.path.suffix.lower() == ".csv":  # fail now, not after hours of tagging
             _check_csv_labels(self.path, results)
         lines = "".join(

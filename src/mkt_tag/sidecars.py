@@ -1,182 +1,181 @@
 """Per-image sidecar files (json, txt, xmp) next to each photo, written atomically.
 
-XMP sidecars carry the tags as keywords in ``dc:subject``, which digiKam, darktable,
-Lightroom and exiftool read; any other metadata already in an XMP sidecar is kept.
+XMP sidecars carry the tags in every keyword field photo managers read (``keywords``), with
+mkt-tag's record of what it wrote (``records``): re-tagging and :func:`remove_tags` change
+only mkt-tag's entries, and every other element of the file is kept. JSON sidecars keep
+the same record under ``"mkt-tag"``. A TXT sidecar is a bare list of labels, with no room
+for a record: mkt-tag cannot tell whose its labels are, nor which run wrote them.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 import re
-import xml.etree.ElementTree as ET
-from collections import defaultdict
-from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.parsers import expat
 
-from mkt_tag._version import __version__
 from mkt_tag.errors import InputFileError, OutputError
 from mkt_tag.files import atomic_write_text, write_error
-from mkt_tag.images import IMAGE_EXTENSIONS
+from mkt_tag.keywords import (
+    SUBJECT,
+    KeywordField,
+    Ownership,
+    add_tags,
+    person_paths,
+    without_owned,
+)
+from mkt_tag.records import Record, RunIdentity
 from mkt_tag.results import MalformedFileError, Tag, label_and_score
+from mkt_tag.sidecar_paths import (
+    SIDECAR_FORMATS,
+    sidecar_path,
+)
+from mkt_tag.xmp import XmpDocument
 
-SIDECAR_FORMATS = ("json", "txt", "xmp")
-SIDECAR_NAMINGS = ("full", "stem")
-
-
-def sidecar_path(image: Path, fmt: str, naming: str = "full") -> Path:
-    """The sidecar file of ``image``: ``photo.jpg.xmp`` with naming "full" (darktable,
-    digiKam; photo.jpg and photo.png do not collide) or ``photo.xmp`` with "stem"
-    (Lightroom)."""
-    if fmt not in SIDECAR_FORMATS:
-        raise ValueError(f"unknown sidecar format {fmt!r}; choose one of {SIDECAR_FORMATS}")
-    if naming == "full":
-        return image.with_name(f"{image.name}.{fmt}")
-    if naming == "stem":
-        return image.with_suffix(f".{fmt}")
-    raise ValueError(f"unknown sidecar naming {naming!r}; choose one of {SIDECAR_NAMINGS}")
-
-
-def sidecar_collisions(
-    images: Sequence[Path], fmt: str, naming: str = "full"
-) -> dict[Path, list[Path]]:
-    """The images of ``images`` whose sidecar another image would write too, each with
-    those other images (in ``images``, or an image file beside it that a folder scan finds).
-
-    Only "stem" naming collides: photo.jpg and photo.png both give photo.xmp, and writing
-    both would leave the tags of whichever came last. Where the folder ignores case
-    (macOS, Windows), Photo.jpg and photo.png collide as well.
-    """
-    sidecar_path(Path("photo.jpg"), fmt, naming)  # an unknown format or naming raises
-    if naming != "stem":
-        return {}
-    folders: dict[Path, _Folder] = {}
-    groups: dict[tuple[str, str], list[Path]] = defaultdict(list)
-    for image in images:
-        if image.parent not in folders:
-            folders[image.parent] = _Folder(image.parent, image.name)
-        groups[folders[image.parent].key(sidecar_path(image, fmt, naming).name)].append(image)
-    for directory, folder in folders.items():
-        for name in folder.image_names():
-            key = folder.key(sidecar_path(Path(name), fmt, naming).name)
-            if key in groups:
-                groups[key].append(directory / name)
-    given = set(images)
-    collisions: dict[Path, list[Path]] = {}
-    for members in groups.values():
-        files = _distinct_files(members)
-        if len(files) < 2:
-            continue
-        for image in dict.fromkeys(members):
-            if image in given:
-                collisions[image] = [other for other in files if not _same_file(other, image)]
-    return collisions
-
-
-class _Folder:
-    """A folder of images: its identity, whether it ignores case, its image files."""
-
-    def __init__(self, path: Path, sample: str) -> None:
-        self.path = path
-        try:
-            self.resolved = str(path.resolve())
-        except (OSError, RuntimeError):
-            self.resolved = os.path.abspath(path)
-        self.ignores_case = _ignores_case(path, sample)
-
-    def key(self, name: str) -> tuple[str, str]:
-        return self.resolved, name.casefold() if self.ignores_case else name
-
-    def image_names(self) -> list[str]:
-        try:
-            entries = list(os.scandir(self.path))
-        except OSError:
-            return []
-        return [
-            entry.name
-            for entry in entries
-            if not entry.name.startswith(".")
-            and Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS
-            and entry.is_file()
-        ]
-
-
-def _ignores_case(folder: Path, sample: str) -> bool:
-    """Whether ``folder`` (holding the file ``sample``) finds files by any case of their name."""
-    swapped = sample.swapcase()
-    if swapped == sample:
-        return False
-    try:
-        return os.path.samefile(folder / sample, folder / swapped)
-    except OSError:
-        return False
-
-
-def _distinct_files(paths: list[Path]) -> list[Path]:
-    """``paths`` less the second spelling of any file (by device and inode)."""
-    seen: dict[object, Path] = {}
-    for path in paths:
-        try:
-            info = path.stat()
-            identity: object = (info.st_dev, info.st_ino)
-        except OSError:
-            identity = os.path.abspath(path)
-        seen.setdefault(identity, path)
-    return list(seen.values())
-
-
-def _same_file(first: Path, second: Path) -> bool:
-    try:
-        return os.path.samefile(first, second)
-    except OSError:
-        return os.path.abspath(first) == os.path.abspath(second)
+NEW, STALE, CURRENT = "new", "stale", "current"  # what a run finds in an image's outputs
+_JSON_RECORD = "mkt-tag"  # the key of mkt-tag's record in a JSON sidecar
+_JSON_LABELS = KeywordField("labels", None)  # a JSON sidecar's one list of labels
+_ANONYMOUS = RunIdentity("", "", "", "")  # the run of tags written without one
 
 
 def write_sidecar(
-    image: Path, tags: list[Tag], fmt: str, naming: str = "full", merge: bool = False
+    image: Path,
+    tags: list[Tag],
+    fmt: str,
+    naming: str = "full",
+    run: RunIdentity | None = None,
+    tag_root: str = "",
+    keep: bool = False,
 ) -> Path:
-    """Write the tags of ``image`` to its sidecar (``json``, ``txt`` or ``xmp``), atomically,
-    and return the sidecar's path.
+    """Write mkt-tag's tags of ``image`` to its sidecar (``json``, ``txt`` or ``xmp``),
+    atomically, and return the sidecar's path.
 
-    With ``merge`` the labels already in the sidecar are kept (new ones are added after
-    them). An existing XMP keeps all its other metadata in any case: only ``dc:subject``,
-    the keyword list read by digiKam, darktable, Lightroom and exiftool, is changed.
+    In XMP and JSON sidecars the tags mkt-tag wrote before are replaced (kept as well with
+    ``keep``), and ``run`` is recorded; what a person or another program wrote stays where
+    it is. ``tag_root`` puts the hierarchical entries under a root (``auto|dog``). A TXT
+    sidecar is replaced (merged into with ``keep``).
 
     Raises:
         OutputError: the sidecar cannot be written, or an existing one cannot be parsed
             (it is then left untouched).
     """
     path = sidecar_path(image, fmt, naming)
-    try:
-        existing: bytes | None = path.read_bytes()
-    except FileNotFoundError:
-        existing = None
-    except OSError as error:
-        raise write_error(path, error) from None
+    existing = _read_existing(path)
     try:
         if fmt == "txt":
-            text = _txt_sidecar(existing, tags, merge)
-        elif fmt == "json":
-            text = _json_sidecar(existing, tags, merge)
+            text = _txt_sidecar(existing, tags, keep)
         else:
-            text = _xmp_sidecar(existing, tags, merge)
+            update = _json_update if fmt == "json" else _xmp_update
+            text = update(existing, tags, run or _ANONYMOUS, tag_root, keep)
     except MalformedFileError as error:
-        raise OutputError(
-            f"{path}: cannot update the existing sidecar ({error}); fix or delete it"
-        ) from None
+        raise _cannot_update(path, error) from None
     atomic_write_text(path, text)
     return path
 
 
+@dataclass
+class Removed:
+    """What :func:`remove_tags` did to one sidecar."""
+
+    path: Path
+    labels: list[str] = field(default_factory=list)  # mkt-tag's tags it held
+    deleted: bool = False  # nothing else was in it: the file is gone
+
+
+def remove_tags(
+    image: Path, fmt: str, naming: str = "full", dry_run: bool = False
+) -> Removed | None:
+    """Remove mkt-tag's tags and record from the sidecar of ``image``; None when it has
+    none (no sidecar, no record, or a TXT sidecar, which cannot say whose its labels are).
+    A sidecar left with nothing in it is deleted. ``dry_run`` only says what would change.
+
+    Raises:
+        OutputError: the sidecar cannot be read, parsed or written.
+    """
+    path = sidecar_path(image, fmt, naming)
+    existing = _read_existing(path)
+    if existing is None or fmt == "txt":
+        return None
+    try:
+        if fmt == "json":
+            document, record = _json_document(existing)
+            if record is None:
+                return None
+            labels = without_owned({_JSON_LABELS: _json_labels(document)}, record.owned)
+            document["tags"] = [
+                t for t in document["tags"] if _tag_label(t) in labels[_JSON_LABELS]
+            ]
+            document.pop(_JSON_RECORD, None)
+            empty = not document["tags"] and set(document) <= {"tags", "source"}
+            text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+        else:
+            xmp = XmpDocument(existing)
+            record = xmp.record
+            if record is None:
+                return None
+            xmp.update(without_owned(xmp.fields(), record.owned), None)
+            empty, text = xmp.is_empty(), xmp.to_text()
+    except MalformedFileError as error:
+        raise _cannot_update(path, error) from None
+    removed = Removed(path, [tag.label for tag in record.tags], deleted=empty)
+    if dry_run:
+        return removed
+    try:
+        if empty:
+            path.unlink()
+        else:
+            atomic_write_text(path, text)
+    except OSError as error:
+        raise write_error(path, error) from None
+    return removed
+
+
+def sidecar_state(image: Path, fmt: str, naming: str, run: RunIdentity, tag_root: str = "") -> str:
+    """Whether the sidecar of ``image`` holds ``run``'s tags: ``CURRENT``; tags of another
+    run (or a record that cannot be read): ``STALE``; no sidecar or no record of mkt-tag:
+    ``NEW``. A TXT sidecar that exists is ``CURRENT``: it has no record to tell."""
+    path = sidecar_path(image, fmt, naming)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return NEW
+    except OSError:
+        return STALE  # writing it will say what is wrong
+    if fmt == "txt":
+        return CURRENT
+    if run.fingerprint.encode() not in data:  # most files: no need to parse
+        return STALE if _JSON_RECORD.encode() in data or b"mkttag" in data else NEW
+    try:
+        record = _json_document(data)[1] if fmt == "json" else XmpDocument(data).record
+    except MalformedFileError:
+        return STALE
+    if record is None:
+        return NEW
+    return CURRENT if record.is_current(run, tag_root) else STALE
+
+
 def read_sidecar_tags(path: Path, fmt: str) -> list[str]:
-    """The labels stored in a sidecar, in file order.
+    """The labels stored in a sidecar, in file order (XMP: its flat keywords).
 
     Raises:
         InputFileError: the file is missing, unreadable or malformed.
     """
+    return _read_sidecar(path, fmt, person_only=False)
+
+
+def person_labels(path: Path, fmt: str) -> list[str]:
+    """The labels a person or another program put in a sidecar, not mkt-tag: its own tags,
+    as its record lists them, are left out, so a model never learns from its own output.
+    Hierarchical keywords are given as paths (``animal/dog``).
+
+    Raises:
+        InputFileError: the file is missing, unreadable or malformed.
+    """
+    return _read_sidecar(path, fmt, person_only=True)
+
+
+def _read_sidecar(path: Path, fmt: str, person_only: bool) -> list[str]:
     path = Path(path)
     if fmt not in SIDECAR_FORMATS:
         raise ValueError(f"unknown sidecar format {fmt!r}; choose one of {SIDECAR_FORMATS}")
@@ -189,19 +188,42 @@ def read_sidecar_tags(path: Path, fmt: str) -> list[str]:
         if fmt == "txt":
             return _parse_txt(data)
         if fmt == "json":
-            return list(_parse_json_tags(data)[1])
-        return _subjects(_parse_xmp(data))
+            document, record = _json_document(data)
+            labels = _json_labels(document)
+            if person_only and record is not None:
+                labels = without_owned({_JSON_LABELS: labels}, record.owned)[_JSON_LABELS]
+            return labels
+        xmp = XmpDocument(data)
+        fields = xmp.fields()
+        if not person_only:
+            return fields[SUBJECT]
+        record = xmp.record
+        theirs = without_owned(fields, record.owned if record else Ownership())
+        return ["/".join(path) for path in person_paths(theirs)]
     except MalformedFileError as error:
         raise InputFileError(path, f"malformed {fmt} sidecar ({error})") from None
+
+
+def _read_existing(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise write_error(path, error) from None
+
+
+def _cannot_update(path: Path, error: Exception) -> OutputError:
+    return OutputError(f"{path}: cannot update the existing sidecar ({error}); fix or delete it")
 
 
 def _union(first: list[str], second: list[str]) -> list[str]:
     return list(dict.fromkeys([*first, *second]))
 
 
-def _txt_sidecar(existing: bytes | None, tags: list[Tag], merge: bool) -> str:
+def _txt_sidecar(existing: bytes | None, tags: list[Tag], keep: bool) -> str:
     labels = [tag.label for tag in tags]
-    if merge and existing is not None:
+    if keep and existing is not None:
         labels = _union(_parse_txt(existing), labels)
     return ", ".join(labels) + "\n"
 
@@ -216,136 +238,118 @@ def _parse_txt(data: bytes) -> list[str]:
     return _union([label for label in labels if label], [])
 
 
-def _json_sidecar(existing: bytes | None, tags: list[Tag], merge: bool) -> str:
-    document: dict[str, Any] = {}
-    scores: dict[str, float | None] = {}
-    if merge and existing is not None:
-        document, scores = _parse_json_tags(existing)
-    scores.update((tag.label, tag.score) for tag in tags)
-    entries: list[dict[str, Any]] = [
-        {"label": label} if score is None else {"label": label, "score": round(score, 4)}
-        for label, score in scores.items()
+# --- XMP and JSON: mkt-tag's tags beside everyone else's --------------------------------
+
+
+def _xmp_update(
+    existing: bytes | None, tags: list[Tag], run: RunIdentity, root: str, keep: bool
+) -> str:
+    xmp = XmpDocument(existing)
+    previous = xmp.record
+    tags = _with_previous(tags, previous, keep)
+    owned = previous.owned if previous else Ownership()
+    fields, written = add_tags(xmp.fields(), owned, _labels(tags), root)
+    xmp.update(fields, Record.of(run, tags, written, root))
+    return xmp.to_text()
+
+
+def _json_update(
+    existing: bytes | None, tags: list[Tag], run: RunIdentity, root: str, keep: bool
+) -> str:
+    document, previous = _json_document(existing) if existing is not None else ({}, None)
+    tags = _with_previous(tags, previous, keep)
+    owned = previous.owned if previous else Ownership()
+    fields, written = add_tags({_JSON_LABELS: _json_labels(document)}, owned, _labels(tags))
+    scores = {tag.label: tag.score for tag in tags}
+    entries = {_tag_label(entry): entry for entry in document.get("tags", [])}
+    ours = set(written.added.get(_JSON_LABELS, []))
+    document["tags"] = [
+        {"label": label, "score": round(scores[label], 4)} if label in ours else entries[label]
+        for label in fields[_JSON_LABELS]
     ]
-    # Labels without a score were added by hand: they stay first, as the surest.
-    entries.sort(key=lambda entry: -entry.get("score", math.inf))
-    document.update(tags=entries, source="mkt-tag")
+    document.pop("source", None)  # mkt-tag 0.2's mark, replaced by the record
+    record = Record.of(run, tags, written, root)
+    document[_JSON_RECORD] = _json_record(record)
     return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
 
 
-def _parse_json_tags(data: bytes) -> tuple[dict[str, Any], dict[str, float | None]]:
+def _with_previous(tags: list[Tag], previous: Record | None, keep: bool) -> list[Tag]:
+    if not keep or previous is None:
+        return tags
+    new = {tag.label for tag in tags}
+    return [*tags, *(tag for tag in previous.tags if tag.label not in new)]
+
+
+def _labels(tags: list[Tag]) -> list[str]:
+    return [tag.label for tag in sorted(tags, key=lambda tag: -tag.score)]
+
+
+def _tag_label(entry: Any) -> str:
+    return label_and_score(entry)[0]
+
+
+def _json_labels(document: dict[str, Any]) -> list[str]:
+    return _union([_tag_label(entry) for entry in document.get("tags", [])], [])
+
+
+def _json_document(data: bytes) -> tuple[dict[str, Any], Record | None]:
+    """A JSON sidecar and mkt-tag's record in it (for a sidecar of mkt-tag 0.2, which had
+    none, the labels with a score were mkt-tag's)."""
     try:
         document = json.loads(data)
     except ValueError as error:
         raise MalformedFileError(f"not JSON: {error}") from None
     if not isinstance(document, dict) or not isinstance(document.get("tags", []), list):
         raise MalformedFileError('expected an object like {"tags": [...]}')
-    return document, dict(label_and_score(item) for item in document.get("tags", []))
+    scores = dict(label_and_score(item) for item in document.get("tags", []))
+    data_record = document.get(_JSON_RECORD)
+    if data_record is None:
+        if document.get("source") != "mkt-tag":
+            return document, None
+        scored = [Tag(label, score) for label, score in scores.items() if score is not None]
+        owned = Ownership(added={_JSON_LABELS: [tag.label for tag in scored]})
+        legacy = Record("", tags=scored, owned=owned)
+        return document, legacy
+    return document, _record_from_json(data_record)
 
 
-# --- XMP ------------------------------------------------------------------------------
-
-_X = "adobe:ns:meta/"
-_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
-_DC = "http://purl.org/dc/elements/1.1/"
-_STANDARD_PREFIXES = {"x": _X, "rdf": _RDF, "dc": _DC}
-_RDF_RDF, _RDF_DESCRIPTION = f"{{{_RDF}}}RDF", f"{{{_RDF}}}Description"
-_RDF_ABOUT, _RDF_BAG, _RDF_LI = f"{{{_RDF}}}about", f"{{{_RDF}}}Bag", f"{{{_RDF}}}li"
-_DC_SUBJECT = f"{{{_DC}}}subject"
-
-
-def _xmp_sidecar(existing: bytes | None, tags: list[Tag], merge: bool) -> str:
-    if existing is None:
-        root = ET.Element(f"{{{_X}}}xmpmeta", {f"{{{_X}}}xmptk": f"mkt-tag {__version__}"})
-        ET.SubElement(ET.SubElement(root, _RDF_RDF), _RDF_DESCRIPTION, {_RDF_ABOUT: ""})
-    else:
-        root = _parse_xmp(existing)
-    for prefix, uri in _STANDARD_PREFIXES.items():
-        ET.register_namespace(prefix, uri)
-    _set_subjects(root, [tag.label for tag in tags], merge)
-    ET.indent(root, space=" ")
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+def _json_record(record: Record) -> dict[str, Any]:
+    return {
+        "run": record.run,
+        "model": record.model,
+        "model_fingerprint": record.model_fingerprint,
+        "vocabulary": record.vocabulary,
+        "selection": record.selection,
+        "tag_root": record.tag_root,
+        "date": record.date,
+        "version": record.version,
+        "tags": [{"label": tag.label, "score": round(tag.score, 4)} for tag in record.tags],
+        "added": record.owned.added.get(_JSON_LABELS, []),
+    }
 
 
-def _parse_xmp(data: bytes) -> ET.Element:
-    """Parse XMP safely, registering its namespace prefixes so they survive a rewrite."""
-    for prefix, uri in _check_xml(data).items():
-        # ElementTree reserves ns0, ns1, ... for prefixes it invents itself; "" (a default
-        # namespace) cannot be registered. Both then get invented prefixes: same meaning.
-        if prefix and prefix != "xml" and not re.fullmatch(r"ns\d+", prefix):
-            ET.register_namespace(prefix, uri)
-    builder = ET.TreeBuilder(insert_comments=True, insert_pis=True)
+def _record_from_json(data: Any) -> Record:
+    names = (
+        "run",
+        "model",
+        "model_fingerprint",
+        "vocabulary",
+        "selection",
+        "tag_root",
+        "date",
+        "version",
+    )
+    if not isinstance(data, dict) or not all(isinstance(data.get(n, ""), str) for n in names):
+        raise MalformedFileError(f"mkt-tag's record in it is damaged: {_JSON_RECORD!r}")
     try:
-        return ET.fromstring(data, parser=ET.XMLParser(target=builder))
-    except ET.ParseError as error:  # expat accepted it above, so this is not expected
-        raise MalformedFileError(f"not well-formed XML: {error}") from None
-
-
-def _check_xml(data: bytes) -> dict[str, str]:
-    """Check that ``data`` is well-formed XML without a DOCTYPE; return the namespace
-    prefixes it declares.
-
-    Refusing any DOCTYPE is what makes parsing safe: entities can only be declared in a
-    DTD, so without one there is no entity expansion (billion laughs, quadratic blow-up)
-    and no external entity to fetch. XMP never needs a DTD. The check runs on the same
-    bytes that ElementTree then parses, before ElementTree sees them.
-    """
-    namespaces: dict[str, str] = {}
-
-    def refuse(*_: object) -> None:
-        raise MalformedFileError("DOCTYPE and entity declarations are not allowed in XMP")
-
-    def remember(prefix: str | None, uri: str) -> None:
-        namespaces.setdefault(prefix or "", uri)
-
-    parser = expat.ParserCreate(namespace_separator=" ")
-    parser.StartDoctypeDeclHandler = refuse
-    parser.EntityDeclHandler = refuse  # unreachable without a DOCTYPE; kept as a backstop
-    parser.StartNamespaceDeclHandler = remember
-    try:
-        parser.Parse(data, True)
-    except expat.ExpatError as error:
-        raise MalformedFileError(f"not well-formed XML: {error}") from None
-    return namespaces
-
-
-def _rdf_descriptions(root: ET.Element) -> tuple[ET.Element, list[ET.Element]]:
-    rdf = root if root.tag == _RDF_RDF else root.find(f".//{_RDF_RDF}")
-    if rdf is None:
-        raise MalformedFileError("no rdf:RDF element")
-    return rdf, rdf.findall(_RDF_DESCRIPTION)
-
-
-def _subjects(root: ET.Element) -> list[str]:
-    _, descriptions = _rdf_descriptions(root)
-    labels = [
-        item.text.strip()
-        for description in descriptions
-        for subject in description.findall(_DC_SUBJECT)
-        for item in subject.iter(_RDF_LI)
-        if item.text and item.text.strip()
-    ]
-    return _union(labels, [])
-
-
-def _set_subjects(root: ET.Element, labels: list[str], merge: bool) -> None:
-    """Replace every dc:subject by one rdf:Bag of ``labels`` (after the existing keywords
-    with ``merge``), leaving every other element and attribute as it was."""
-    rdf, descriptions = _rdf_descriptions(root)
-    keywords = _union(_subjects(root), labels) if merge else labels
-    owner, position = None, 0
-    for description in descriptions:
-        for subject in description.findall(_DC_SUBJECT):
-            if owner is None:  # the new list goes where the first one was: smaller diffs
-                owner, position = description, list(description).index(subject)
-            description.remove(subject)
-    if not keywords:
-        return
-    if owner is None:
-        owner = descriptions[0] if descriptions else ET.SubElement(rdf, _RDF_DESCRIPTION)
-        owner.set(_RDF_ABOUT, owner.get(_RDF_ABOUT, ""))
-        position = len(owner)
-    subject = ET.Element(_DC_SUBJECT)
-    owner.insert(position, subject)
-    bag = ET.SubElement(subject, _RDF_BAG)
-    for keyword in keywords:
-        ET.SubElement(bag, _RDF_LI).text = keyword
+        tags = [
+            Tag(label, float(score))  # type: ignore[arg-type]  # None: TypeError, caught
+            for label, score in map(label_and_score, data.get("tags", []))
+        ]
+    except (TypeError, ValueError):
+        raise MalformedFileError("mkt-tag's record in it has a damaged tag") from None
+    added = data.get("added", [])
+    if not isinstance(added, list) or not all(isinstance(label, str) for label in added):
+        raise MalformedFileError("mkt-tag's record in it has a damaged 'added' list")
+    values = {name: data.get(name, "") for name in names}
+    return Record(**values, tags=tags, owned=Ownership(added={_JSON_LABELS: added}))

@@ -25,6 +25,7 @@ from pathlib import Path
 from mkt_tag.config import DEFAULT_TEMPLATE
 from mkt_tag.errors import LabelFileError
 from mkt_tag.files import atomic_write_text
+from mkt_tag.keywords import leaf
 
 _SPACES = re.compile(r"\s+")
 LIST_SEPARATOR = "|"
@@ -52,8 +53,9 @@ class Entry:
 
     @property
     def texts(self) -> list[str]:
-        """What is put in the template for the label's own embedding (averaged)."""
-        return self.prompts or [self.label]
+        """What is put in the template for the label's own embedding (averaged); a label
+        written as a path (``animal/dog/chihuahua``) is phrased by its last level."""
+        return self.prompts or [leaf(self.label)]
 
 
 @dataclass

@@ -221,7 +221,7 @@ def test_one_image_spelled_two_ways_is_one_row(
     for spelling in (f"{photos}/", str(tmp_path / "link"), "./photos/../photos"):
         again = tag(spelling, "--labels", label_file, "-o", "x.csv")
         assert again.exit_code == 0, again.output
-        assert "skipped 3 already done" in again.stderr
+        assert "skipped 3 current" in again.stderr
     assert rows(tmp_path / "x.csv") == first
     # The written rule: absolute paths, whatever the spelling on the command line.
     assert sorted(first) == [str(photos / name) for name in ("a.jpg", "b.png", "c.jpg")]
@@ -240,7 +240,8 @@ def test_results_files_of_earlier_versions_are_still_matched(
     monkeypatch.chdir(tmp_path)
     result = tag(photos, "--labels", label_file, "-o", "x.csv")
     assert result.exit_code == 0, result.output
-    assert "skipped 2 already done" in result.stderr
+    # Matched, and stale: those rows do not say which model made them.
+    assert "2 images (0 new, 2 stale, 0 current): tagged 2" in result.stderr
     assert len(rows(tmp_path / "x.csv")) == 2
 
 
@@ -300,17 +301,38 @@ def test_missing_input_alone_fails_at_once(tmp_path: Path, label_file):
         assert "not found" in result.stderr
 
 
-def test_nothing_to_do_does_not_load_the_model(tmp_path: Path, photos: Path, label_file):
+def test_nothing_to_do_does_not_load_the_model(
+    tmp_path: Path, photos: Path, label_file, monkeypatch: pytest.MonkeyPatch
+):
     """Fault (issue item 12): a run where every image was already done still loaded the
-    model. It now finishes without loading it (here: a model it could not load)."""
+    model. It now finishes without loading it (here: loading would fail)."""
+    out = tmp_path / "r.csv"
+    assert tag(photos, "--labels", label_file, "-o", out, "--sidecar", "json").exit_code == 0
+    before = out.read_bytes()
+    from mkt_tag.tagging.tagger import Tagger
+
+    def no_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(Tagger, "load", no_load)
+    result = tag(photos, "--labels", label_file, "-o", out, "--sidecar", "json")
+    assert result.exit_code == 0, result.output
+    assert "5 images (0 new, 0 stale, 5 current): tagged 0, skipped 5 current" in result.stderr
+    assert out.read_bytes() == before
+
+
+def test_tags_of_another_model_are_stale_not_done(tmp_path: Path, photos: Path, label_file):
+    """Fault (issue 14): after switching the model, a re-run kept the old tags and said
+    "skipped N already done". The images are now stale: this model must tag them, and a
+    model that cannot be had is one clear error, not a silent skip."""
     out = tmp_path / "r.csv"
     assert tag(photos, "--labels", label_file, "-o", out, "--sidecar", "json").exit_code == 0
     before = out.read_bytes()
     result = tag(
         photos, "--labels", label_file, "-o", out, "--sidecar", "json", model=UNCACHED_MODEL
     )
-    assert result.exit_code == 0, result.output
-    assert "5 images: tagged 0, skipped 5 already done, failed 0" in result.stderr
+    assert result.exit_code == EXIT_ERROR, result.output
+    assert "ViT-B-32" in result.stderr and "Traceback" not in result.output
     assert out.read_bytes() == before
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 from mkt_tag.errors import InputFileError
 from mkt_tag.results import ResultsFile, read_results
-from mkt_tag.tagging.job import TagJob, plan, run
+from mkt_tag.tagging.job import TagJob, plan, run, run_identity
 from mkt_tag.tagging.selection import Selection
 from tests.conftest import TINY_CONFIG, make_photo
 
@@ -44,7 +45,11 @@ def drain(events):
 
 
 def test_plan_then_run_loads_no_model_when_nothing_is_left(tmp_path, photos, tagger):
-    job = TagJob([photos], Selection(top_k=2), output=tmp_path / "r.csv", sidecar="txt")
+    identity = run_identity(TINY_CONFIG, ["cat", "dog"], Selection(top_k=2))
+    assert identity.model_fingerprint == tagger.scores_fingerprint  # found without loading
+    job = TagJob(
+        [photos], Selection(top_k=2), output=tmp_path / "r.csv", sidecar="json", run=identity
+    )
     with plan(job) as work:
         assert work.todo == work.images and len(work.images) == 5
         items, report = drain(run(work, tagger, tagger.embed_labels(["cat", "dog"])))
@@ -53,7 +58,16 @@ def test_plan_then_run_loads_no_model_when_nothing_is_left(tmp_path, photos, tag
         assert work.todo == [] and work.skipped == 5
         items, report = drain(run(work, None, None))  # no model at all
     assert items == [] and (report.tagged, report.skipped, report.failures) == (0, 5, [])
+    assert report.states == {"new": 0, "stale": 0, "current": 5}
     assert len(read_results(tmp_path / "r.csv")) == 5
+    for changed in (
+        run_identity(TINY_CONFIG, ["cat", "dog", "sea"], Selection(top_k=2)),  # vocabulary
+        run_identity(TINY_CONFIG, ["cat", "dog"], Selection(top_k=3)),  # selection
+        None,  # unknown: nothing can be current
+    ):
+        job.run = changed
+        with plan(job) as work:
+            assert work.todo == work.images and work.states["stale"] == 5
 
 
 def test_a_plan_holds_the_results_file_until_the_run_ends(tmp_path, photos, tagger):
@@ -122,7 +136,11 @@ def rows(path: Path, root: Path) -> list[tuple[str, str, str]]:
 
 
 def sidecars(root: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(root.glob("*.json"))}
+    """Each sidecar's bytes, less the date in mkt-tag's record (when it was written)."""
+    return {
+        p.name: re.sub(rb'"date": "[^"]*"', b'"date": ""', p.read_bytes())
+        for p in sorted(root.glob("*.json"))
+    }
 
 
 # One thread: tiny models are slower with several, and the test wants many small steps.

@@ -37,6 +37,7 @@ from mkt_tag.cli._app import (
 from mkt_tag.config import DEFAULT_BACKBONE
 from mkt_tag.devices import Device, Precision
 from mkt_tag.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE, MktTagError
+from mkt_tag.records import RunIdentity
 from mkt_tag.results import TagResult
 
 if TYPE_CHECKING:
@@ -118,12 +119,27 @@ def tag(
     ),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
     skip_existing: bool = typer.Option(
-        False, "--skip-existing", help="Skip images already tagged (the default)."
+        False,
+        "--skip-existing",
+        help="Skip images whose tags are current: same model, vocabulary and selection "
+        "(the default).",
     ),
     overwrite: bool = typer.Option(
-        False, "--overwrite", help="Re-tag and replace existing outputs."
+        False,
+        "--overwrite",
+        help="Re-tag every image, replacing mkt-tag's earlier tags (never anyone else's).",
     ),
-    append: bool = typer.Option(False, "--append", help="Re-tag and merge into existing sidecars."),
+    append: bool = typer.Option(
+        False,
+        "--append",
+        help="Re-tag every image, keeping mkt-tag's earlier tags in sidecars as well.",
+    ),
+    tag_root: str = typer.Option(
+        "",
+        "--tag-root",
+        help="Put mkt-tag's keywords under this root in the hierarchical XMP fields (auto: "
+        "auto|dog, auto/dog); flat keywords stay plain (dog).",
+    ),
     batch_size: BatchSizeOption = 16,
     workers: WorkersOption = None,
     parallel: ParallelOption = None,
@@ -155,10 +171,13 @@ def tag(
     """Tag images with the labels in a label file.
 
     Without --output or --sidecar, tags are printed as "path<TAB>tag (score), ...".
-    Images already in the results file (however their path is spelled) and with their
-    sidecar are skipped; the model is only loaded when some image needs it. Paths in the
-    results file are absolute. Folders are scanned for the formats mkt-tag reads; photos in
-    formats it cannot read yet (camera raw, JPEG XL, ...) are counted in the summary.
+    An image is skipped when its tags are current: its row in the results file (however its
+    path is spelled) and its sidecar were written with this model, vocabulary and selection.
+    Otherwise it is new or stale and is tagged; the model is only loaded when some image
+    needs it. In XMP and JSON sidecars only mkt-tag's own tags are ever replaced: keywords
+    a person or another program wrote stay as they are. Paths in the results file are
+    absolute. Folders are scanned for the formats mkt-tag reads; photos in formats it
+    cannot read (JPEG XL, ...) are counted in the summary.
 
     Example:
 
@@ -181,6 +200,9 @@ def tag(
         selection, notes = selection_for(vocabulary, top_k, threshold, thresholds)
         for note in notes:
             warn(note)
+        def run() -> RunIdentity:  # outputs say which run made them; found when needed
+            return tagjob.run_identity(model, vocabulary.entries, selection, cache_dir)
+
         job = tagjob.TagJob(
             inputs=paths,
             selection=selection,
@@ -189,6 +211,8 @@ def tag(
             sidecar=sidecar.value if sidecar else None,
             sidecar_naming=sidecar_naming.value,
             existing=existing,
+            run=run,
+            tag_root=tag_root.strip(),
             batch_size=batch_size,
             workers=workers,
             parallel=parallel,
@@ -252,6 +276,13 @@ def _list_skipped(planned: TagPlan) -> None:
         err.print(f"removed a temporary file left by a killed run: {path}")
 
 
+def _states(states: dict[str, int]) -> str:
+    """ " (2 new, 1 stale, 3 current)": what the run found in the outputs already there."""
+    if not states or states.get("new", 0) == sum(states.values()):
+        return ""
+    return " (" + ", ".join(f"{n} {state}" for state, n in states.items()) + ")"
+
+
 def _unreadable_summary(unreadable: list[Path]) -> str:
     """ "skipped 3 .jxl, 2 .cr2 files mkt-tag cannot read yet", most frequent first."""
     counts = Counter(path.suffix.lower() for path in unreadable)
@@ -299,8 +330,8 @@ def _run_job(
     if not quiet or report.failures:
         failed = f"failed {len(report.failures)} (listed above)" if report.failures else "failed 0"
         err.print(
-            f"{report.found} images: tagged {report.tagged}, skipped {report.skipped} "
-            f"already done, {failed}; {elapsed:.1f} s, {rate:.1f} img/s"
+            f"{report.found} images{_states(report.states)}: tagged {report.tagged}, "
+            f"skipped {report.skipped} current, {failed}; {elapsed:.1f} s, {rate:.1f} img/s"
         )
     if report.removed and not quiet:
         err.print(f"removed {len(report.removed)} temporary files left by killed runs")

@@ -24,12 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mkt_tag import hub, identity
 from mkt_tag.errors import ImageLoadError, InputFileError, MktTagError, OutputError
 from mkt_tag.files import remove_stale_temporaries
 from mkt_tag.images import scan_inputs
+from mkt_tag.records import RunIdentity, vocabulary_fingerprint
 from mkt_tag.results import ResultsFile, TagResult, image_key
-from mkt_tag.sidecars import SIDECAR_FORMATS, sidecar_collisions, sidecar_path, write_sidecar
+from mkt_tag.sidecar_paths import SIDECAR_FORMATS, sidecar_collisions, sidecar_path
+from mkt_tag.sidecars import CURRENT, NEW, STALE, sidecar_state, write_sidecar
 from mkt_tag.tagging.selection import Selection
+from mkt_tag.vocab import Entry
 
 if TYPE_CHECKING:  # torch: imported by whoever loads a model, not by planning
     from mkt_tag.tagging.label_embeddings import LabelSet
@@ -48,9 +52,14 @@ class TagJob:
     output: Path | None = None  # combined results file (.csv, .json, .jsonl)
     sidecar: str | None = None  # per-image sidecar format: json, txt or xmp
     sidecar_naming: str = "full"  # "full": photo.jpg.xmp, "stem": photo.xmp
-    # outputs already there: skip, overwrite (re-tag the images given and replace their
-    # results; other rows stay), or append (re-tag and merge into sidecars)
+    # outputs already there: skip (those current for ``run``), overwrite (re-tag the images
+    # given and replace mkt-tag's tags and rows; other rows stay), or append (re-tag, and
+    # keep mkt-tag's earlier tags in sidecars as well)
     existing: str = "skip"
+    # what the tags depend on (``run_identity``), or a function giving it, called only when
+    # needed (outputs to judge, tags to record); None: no output counts as current
+    run: RunIdentity | Callable[[], RunIdentity] | None = None
+    tag_root: str = ""  # hierarchical keywords under this root ("auto": auto|dog)
     batch_size: int = 16  # images per forward pass
     workers: int | None = None  # decoding processes (None: automatic)
     parallel: int | None = None  # batches the model runs at once (None: automatic)
@@ -68,13 +77,15 @@ class TagPlan:
     images: list[Path]  # every image found, sorted
     todo: list[Path]  # the images that need the model
     failures: list[MktTagError]  # found while planning: missing inputs, shared sidecars
+    states: dict[str, int] = field(default_factory=dict)  # images found NEW, STALE, CURRENT
     unreadable: list[Path] = field(default_factory=list)  # photo formats not read yet
     removed: list[Path] = field(default_factory=list)  # temporaries of killed runs
     results: ResultsFile | None = None  # the combined output, open for this run
 
     @property
     def skipped(self) -> int:
-        """Images already done (in the results file and with their sidecar)."""
+        """Images whose outputs are current (in the results file and their sidecar, from
+        this model, vocabulary and selection)."""
         refused = sum(isinstance(failure, SharedSidecarError) for failure in self.failures)
         return len(self.images) - len(self.todo) - refused
 
@@ -97,9 +108,31 @@ class JobReport:
     found: int = 0
     tagged: int = 0
     skipped: int = 0
+    states: dict[str, int] = field(default_factory=dict)  # images found NEW, STALE, CURRENT
     failures: list[MktTagError] = field(default_factory=list)
     unreadable: list[Path] = field(default_factory=list)  # photo formats not read yet
     removed: list[Path] = field(default_factory=list)  # temporaries of killed runs
+
+
+def run_identity(
+    model: str | Path,
+    vocabulary: Sequence[str | Entry],
+    selection: Selection,
+    cache_dir: Path | None = None,
+    download: bool = True,
+) -> RunIdentity:
+    """What the tags of a run with ``model`` (an id or checkpoint folder), ``vocabulary``
+    and ``selection`` depend on, found without loading the model (its files are found, and
+    downloaded when needed and allowed).
+
+    Raises:
+        ModelError: the model cannot be found (see ``identity.resolve``).
+    """
+    found = identity.resolve(model, hub.cache_dir(cache_dir), download)
+    entries = [entry if isinstance(entry, Entry) else Entry(entry) for entry in vocabulary]
+    return RunIdentity(
+        str(model), found.scores, vocabulary_fingerprint(entries), selection.describe()
+    )
 
 
 class SharedSidecarError(OutputError):
@@ -134,12 +167,14 @@ def plan(job: TagJob, on_wait: Callable[[Path], None] | None = None) -> TagPlan:
     removed = [path for folder in sorted(folders) for path in remove_stale_temporaries(folder)]
     results = ResultsFile(job.output, on_wait=on_wait) if job.output is not None else None
     try:
-        todo = _todo(job, [image for image in found.images if image not in shared], results)
+        states = _states(job, [image for image in found.images if image not in shared], results)
     except BaseException:
         if results is not None:
             results.close()
         raise
-    return TagPlan(job, found.images, todo, failures, found.unreadable, removed, results)
+    todo = [image for image, state in states.items() if state != CURRENT or job.existing != "skip"]
+    counts = {state: sum(s == state for s in states.values()) for state in (NEW, STALE, CURRENT)}
+    return TagPlan(job, found.images, todo, failures, counts, found.unreadable, removed, results)
 
 
 def _nothing_found(errors: list[ImageLoadError]) -> MktTagError:
@@ -162,21 +197,46 @@ def _shared_sidecars(job: TagJob, images: list[Path]) -> dict[Path, SharedSideca
     }
 
 
-def _todo(job: TagJob, images: list[Path], results: ResultsFile | None) -> list[Path]:
-    """Images that still need the model: missing from the results file or their sidecar."""
-    if job.existing != "skip" or (job.output is None and job.sidecar is None):
-        return images
+def _states(job: TagJob, images: list[Path], results: ResultsFile | None) -> dict[Path, str]:
+    """Each image's outputs: all CURRENT (made by ``job.run``), some STALE (made by another
+    run, or by an unknown one), or else NEW (none yet, or none of mkt-tag's)."""
+    if job.output is None and job.sidecar is None:
+        return dict.fromkeys(images, NEW)
     done = results.done() if results is not None else {}
-    todo = []
+    run = _run(job) if _any_output(job, images, done) else None
+    states = {}
     for image in images:
-        needs_row = results is not None and image_key(image) not in done
-        needs_sidecar = (
-            job.sidecar is not None
-            and not sidecar_path(image, job.sidecar, job.sidecar_naming).exists()
+        found = []
+        if results is not None:
+            row = done.get(image_key(image))
+            current = row is not None and run is not None and row.run == run.fingerprint
+            found.append(NEW if row is None else CURRENT if current else STALE)
+        if job.sidecar is not None:
+            anonymous = RunIdentity("", "", "", "")
+            state = sidecar_state(
+                image, job.sidecar, job.sidecar_naming, run or anonymous, job.tag_root
+            )
+            found.append(STALE if run is None and state == CURRENT else state)
+        states[image] = (
+            CURRENT if all(f == CURRENT for f in found) else STALE if STALE in found else NEW
         )
-        if needs_row or needs_sidecar:
-            todo.append(image)
-    return todo
+    return states
+
+
+def _any_output(job: TagJob, images: list[Path], done: dict[str, TagResult]) -> bool:
+    """Whether some image has an output already, that only the run's identity can judge."""
+    if done:
+        return True
+    if job.sidecar is None:
+        return False
+    return any(sidecar_path(image, job.sidecar, job.sidecar_naming).exists() for image in images)
+
+
+def _run(job: TagJob) -> RunIdentity | None:
+    """The job's run identity, found once (a model's files may have to be found for it)."""
+    if callable(job.run):
+        job.run = job.run()
+    return job.run
 
 
 def run(
@@ -203,6 +263,7 @@ def run(
     report = JobReport(
         found=len(work.images),
         skipped=work.skipped,
+        states=dict(work.states),
         failures=list(work.failures),
         unreadable=list(work.unreadable),
         removed=list(work.removed),
@@ -238,13 +299,18 @@ def _tag(
             yield item
             continue
         try:
+            identity = _run(job)
+            if identity is not None:
+                item.run = identity.fingerprint
             if job.sidecar:
                 write_sidecar(
                     item.path,
                     item.tags,
                     job.sidecar,
                     job.sidecar_naming,
-                    merge=job.existing == "append",
+                    identity,
+                    job.tag_root,
+                    keep=job.existing == "append",
                 )
         except MktTagError as error:
             report.failures.append(error)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mkt_tag.errors import LabelFileError
+from mkt_tag.files import digest
 from mkt_tag.results import Tag
 from mkt_tag.thresholds import labels_fingerprint, read_thresholds_file
 from mkt_tag.vocab import Vocabulary, normalise
@@ -35,6 +36,26 @@ class Selection:
     # when among an image's this many best labels (None: whenever, as a label at -inf).
     top_k_without_threshold: int | None = DEFAULT_TOP_K
 
+    def describe(self) -> str:
+        """The rule in words, e.g. "top 5, score >= 0.3"; exact enough to tell two
+        selections apart (per-label thresholds by a fingerprint)."""
+        parts = [f"top {self.top_k}"] if self.top_k is not None else []
+        if self.threshold is not None:
+            parts.append(f"score >= {self.threshold!r}")
+        if self.thresholds:
+            fingerprint = digest("thresholds", sorted(self.thresholds.items()))[:12]
+            parts.append(f"{len(self.thresholds)} per-label thresholds ({fingerprint})")
+            if self._ranks_labels_without_threshold():
+                parts.append(f"labels without one: top {self.top_k_without_threshold}")
+        return ", ".join(parts) or "every label"
+
+    def _ranks_labels_without_threshold(self) -> bool:
+        return (
+            bool(self.thresholds)
+            and self.threshold is None
+            and (self.top_k_without_threshold is not None)
+        )
+
     def minimum(self, labels: Sequence[str]) -> np.ndarray:
         """The threshold of each label (-inf where none applies)."""
         default = -np.inf if self.threshold is None else self.threshold
@@ -45,13 +66,10 @@ class Selection:
 
     def ranked_only(self, labels: Sequence[str]) -> np.ndarray:
         """Which labels follow the rank rule (``top_k_without_threshold``) instead."""
-        if (
-            not self.thresholds
-            or self.threshold is not None
-            or self.top_k_without_threshold is None
-        ):
+        if not self.thresholds or not self._ranks_labels_without_threshold():
             return np.zeros(len(labels), dtype=bool)
-        return np.array([normalise(lab) not in self.thresholds for lab in labels], dtype=bool)
+        per_label = self.thresholds
+        return np.array([normalise(lab) not in per_label for lab in labels], dtype=bool)
 
 
 def select(scores: np.ndarray, labels: Sequence[str], selection: Selection) -> list[list[Tag]]:

@@ -22,6 +22,7 @@ from mkt_tag.config import DEFAULT_BACKBONE, PreprocessConfig
 from mkt_tag.devices import pick_device, pick_dtype
 from mkt_tag.errors import ImageLoadError
 from mkt_tag.files import digest
+from mkt_tag.identity import scores_fingerprint
 from mkt_tag.images import Decoded, ImageFiles, load_image, prepare
 from mkt_tag.model import MKT, ImageFeatures, normalise_pixels
 from mkt_tag.results import TagResult
@@ -75,10 +76,7 @@ class Tagger:
         """What the scores depend on: the weights and the configuration (template, streams,
         top-K patches...), not device or precision; "" when the weights are unknown. A
         thresholds file records it (``mkt-tag eval --calibrate``) to be checked by ``tag``."""
-        model = self.model
-        return (
-            digest(model.fingerprint, "scores", model.config.to_dict()) if model.fingerprint else ""
-        )
+        return scores_fingerprint(self.model.fingerprint, self.model.config)
 
     def report_cache_warnings(self, on_warning: Callable[[str], None]) -> None:
         """Pass the caches' warnings so far to ``on_warning``, and each later one as it arises

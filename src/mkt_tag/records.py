@@ -1,0 +1,83 @@
+"""What mkt-tag records beside the tags it writes: which run made them, and which entries
+are its own.
+
+A photo's tags are *current* when its record names the same run as the one now asked for:
+the same model (by the fingerprint of its weights and configuration), the same vocabulary
+(labels, phrasings, aliases) and the same selection (top-K, thresholds), under the same tag
+root. A photo without a record is not done, whatever keywords it holds: they are someone
+else's. The record also lists each keyword entry mkt-tag added (``keywords.Ownership``), so
+that re-tagging and ``untag`` touch those and nothing else.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from mkt_tag._version import __version__
+from mkt_tag.files import digest
+from mkt_tag.keywords import Ownership
+from mkt_tag.results import Tag
+from mkt_tag.vocab import Entry
+
+RECORD_NAMESPACE = "http://ns.mkt-tag.org/xmp/1.0/"  # an identifier, never fetched
+RECORD_PREFIX = "mkttag"
+
+
+def vocabulary_fingerprint(entries: Sequence[Entry]) -> str:
+    """What the scores of a vocabulary depend on: its labels, phrasings and aliases, in
+    order (thresholds belong to the selection)."""
+    return digest("vocabulary", [[e.label, e.texts, e.aliases] for e in entries])
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What a run's tags depend on."""
+
+    model: str  # the model as the user named it (shown, not compared)
+    model_fingerprint: str  # ``identity.ModelIdentity.scores``: weights and configuration
+    vocabulary: str  # ``vocabulary_fingerprint``
+    selection: str  # ``Selection.describe()``: top-K and thresholds, in words
+
+    @property
+    def fingerprint(self) -> str:
+        return digest("run", self.model_fingerprint or self.model, self.vocabulary, self.selection)
+
+
+@dataclass
+class Record:
+    """mkt-tag's record in one photo's metadata."""
+
+    run: str  # ``RunIdentity.fingerprint`` of the run that wrote the tags
+    model: str = ""
+    model_fingerprint: str = ""
+    vocabulary: str = ""
+    selection: str = ""
+    tag_root: str = ""  # the root of the hierarchical entries ("" none)
+    date: str = ""  # when, ISO 8601 in UTC
+    version: str = __version__  # of mkt-tag
+    tags: list[Tag] = field(default_factory=list)  # the tags, with their scores
+    owned: Ownership = field(default_factory=Ownership)  # the keyword entries mkt-tag wrote
+
+    @classmethod
+    def of(
+        cls, run: RunIdentity, tags: Sequence[Tag], owned: Ownership, tag_root: str = ""
+    ) -> Record:
+        """A record of ``tags`` written now by ``run``."""
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        return cls(
+            run.fingerprint,
+            run.model,
+            run.model_fingerprint,
+            run.vocabulary,
+            run.selection,
+            tag_root,
+            now.replace("+00:00", "Z"),
+            tags=list(tags),
+            owned=owned,
+        )
+
+    def is_current(self, run: RunIdentity, tag_root: str = "") -> bool:
+        """Whether ``run`` would write the tags this record describes."""
+        return self.run == run.fingerprint and self.tag_root == tag_root
