@@ -39,8 +39,8 @@ class KeywordField:
     separator: str | None  # between the levels of a path; None for flat keywords
 
 
-SUBJECT = KeywordField("subject", None)  # XMP dc:subject
-HIERARCHICAL = KeywordField("hierarchicalSubject", "|")  # XMP lr:hierarchicalSubject
+SUBJECT = KeywordField("Subject", None)  # XMP dc:subject
+HIERARCHICAL = KeywordField("HierarchicalSubject", "|")  # XMP lr:hierarchicalSubject
 TAGS_LIST = KeywordField("TagsList", "/")  # XMP digiKam:TagsList
 IPTC_KEYWORDS = KeywordField("Keywords", None)  # IPTC:Keywords inside a JPEG or TIFF
 XMP_FIELDS = (SUBJECT, HIERARCHICAL, TAGS_LIST)

@@ -15,6 +15,7 @@ from mkt_tag.cli import (  # noqa: F401 - importing registers the commands
     reference,
     tag,
     train,
+    untag,
     vocab,
 )
 from mkt_tag.cli._app import app, err
