@@ -329,3 +329,42 @@ def test_verbose_lists_what_it_skipped_and_removed(photos, label_file, tmp_path)
     assert f"removed a temporary file left by a killed run: {stale}" in result.stderr
     assert "removed 1 temporary files left by killed runs" in result.stderr
     assert not stale.exists()
+
+
+def test_stale_images_are_rescored_from_cached_features(
+    photos, tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    """Issue 14, item 2: after a vocabulary edit the images are stale; with --feature-cache
+    only the scoring runs again (here the image tower would fail if it were called)."""
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\n")
+    first = tag(photos, "--labels", labels, "--sidecar", "xmp", "--feature-cache")
+    assert first.exit_code == 0, first.output
+    labels.write_text("cat\ndog\nanimal/bird\n")
+    from mkt_tag.model import MKT
+
+    def no_image_tower(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the image tower ran")
+
+    monkeypatch.setattr(MKT, "encode_images", no_image_tower)
+    again = tag(photos, "--labels", labels, "--sidecar", "xmp", "--feature-cache", "-k", "3")
+    assert again.exit_code == 0, again.output
+    assert "5 images (0 new, 5 stale, 0 current): tagged 5" in again.stderr
+    from mkt_tag.sidecars import read_sidecar_tags
+
+    assert {"bird", "animal"} <= set(read_sidecar_tags(photos / "a.jpg.xmp", "xmp"))
+
+
+def test_tag_root_and_hierarchical_labels_reach_every_field(photos, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("animal/dog\nanimal/cat\n")
+    result = tag(photos / "a.jpg", "--labels", labels, "--sidecar", "xmp", "--tag-root", "auto")
+    assert result.exit_code == 0, result.output
+    text = (photos / "a.jpg.xmp").read_text()
+    for entry in ("auto|animal|dog", "auto/animal/cat", "<rdf:li>animal</rdf:li>"):
+        assert entry in text
+    assert "<rdf:li>auto</rdf:li>" not in text  # the root is no flat keyword
+    again = tag(photos / "a.jpg", "--labels", labels, "--sidecar", "xmp")  # no root now
+    assert "(0 new, 1 stale, 0 current)" in again.stderr
+    text = (photos / "a.jpg.xmp").read_text()
+    assert "auto|" not in text and "animal|dog" in text
