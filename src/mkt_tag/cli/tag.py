@@ -200,6 +200,7 @@ def tag(
         selection, notes = selection_for(vocabulary, top_k, threshold, thresholds)
         for note in notes:
             warn(note)
+
         def run() -> RunIdentity:  # outputs say which run made them; found when needed
             return tagjob.run_identity(model, vocabulary.entries, selection, cache_dir)
 
