@@ -122,7 +122,7 @@ def test_find_images_reports_unreadable_directories(
 
 
 def test_scan_lists_photo_formats_it_cannot_read_apart(tree: Path) -> None:
-    for name in ["x.jxl", "y.ARW", "sub/z.cr2", "w.dng", ".hidden.jxl", "v.mov"]:
+    for name in ["x.jxl", "sub/y.JXL", ".hidden.jxl", "v.mov"]:
         (tree / name).write_bytes(b"x")
     found = scan_inputs([tree], recursive=True)
     assert found.images == [
@@ -131,12 +131,7 @@ def test_scan_lists_photo_formats_it_cannot_read_apart(tree: Path) -> None:
         tree / "c.webp",
         tree / "sub" / "d.tiff",
     ]
-    assert found.unreadable == [
-        tree / "sub" / "z.cr2",
-        tree / "w.dng",
-        tree / "x.jxl",
-        tree / "y.ARW",
-    ]
+    assert found.unreadable == [tree / "sub" / "y.JXL", tree / "x.jxl"]
     assert found.errors == [] and found.missing == []
     assert find_images([tree], recursive=True)[0] == found.images
 
@@ -149,9 +144,9 @@ def test_scan_tells_missing_inputs_from_other_errors(tree: Path) -> None:
 
 def test_the_lists_of_extensions_do_not_overlap() -> None:
     assert not IMAGE_EXTENSIONS & UNREADABLE_EXTENSIONS
-    assert {".jxl", ".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".orf", ".rw2"} <= (
-        UNREADABLE_EXTENSIONS
-    )
+    assert ".jxl" in UNREADABLE_EXTENSIONS
+    raw = {".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".orf", ".rw2"}
+    assert raw <= IMAGE_EXTENSIONS or raw <= UNREADABLE_EXTENSIONS  # read with rawpy only
     assert {".heic", ".heif", ".hif"} <= IMAGE_EXTENSIONS
     assert ".avif" in IMAGE_EXTENSIONS | UNREADABLE_EXTENSIONS
 

@@ -21,32 +21,27 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from mkt_tag import config
+from mkt_tag.camera_raw import CAMERA_RAW_EXTENSIONS, RawFile, rawpy_installed
 from mkt_tag.config import PreprocessConfig
 from mkt_tag.errors import ImageLoadError
 
 # AVIF is read where Pillow was built with libavif (its wheels are, from Pillow 11.2 on).
-_AVIF = (
-    frozenset({".avif"})
-    if "avif" in features.modules and features.check_module("avif")
-    else frozenset()
-)
+_HAS_AVIF = "avif" in features.modules and features.check_module("avif")
+_AVIF = frozenset({".avif"}) if _HAS_AVIF else frozenset()
 
 # HEIF/HEIC (phone photos) is read through pillow-heif, registered on first load.
 _HEIF = frozenset({".heic", ".heif", ".hif"})
 
-# What a folder scan takes for an image: the formats mkt-tag reads.
-IMAGE_EXTENSIONS = (
-    frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}) | _HEIF | _AVIF
-)
+# What a folder scan takes for an image: the formats mkt-tag reads. Camera raw files are
+# read through rawpy (camera_raw.py), an optional extra, where it is installed.
+_COMMON = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+_RAW = CAMERA_RAW_EXTENSIONS if rawpy_installed() else frozenset()
+IMAGE_EXTENSIONS = _COMMON | _HEIF | _AVIF | _RAW
 
-# Photo formats mkt-tag cannot read yet: a folder scan skips them, but counts and names
-# them, so that no photo is left out without a word. AVIF where Pillow lacks it, JPEG XL,
-# and camera raw files.
-_CAMERA_RAW = (
-    ".3fr .ari .arw .bay .cr2 .cr3 .crw .dcr .dng .erf .fff .gpr .iiq .k25 .kdc .mef .mos "
-    ".mrw .nef .nrw .orf .pef .raf .raw .rw2 .rwl .sr2 .srf .srw .x3f"
-)
-UNREADABLE_EXTENSIONS = frozenset({".avif", ".jxl", *_CAMERA_RAW.split()}) - IMAGE_EXTENSIONS
+# Photo formats mkt-tag cannot read (yet): a folder scan skips them, but counts and names
+# them, so that no photo is left out without a word. JPEG XL (Pillow has no plugin for it),
+# AVIF where Pillow lacks it, and camera raw files where rawpy is missing.
+UNREADABLE_EXTENSIONS = frozenset({".avif", ".jxl", *CAMERA_RAW_EXTENSIONS}) - IMAGE_EXTENSIONS
 
 # Pillow's own error threshold (2 x Image.MAX_IMAGE_PIXELS with its defaults).
 DEFAULT_MAX_PIXELS = 178_956_970
@@ -161,7 +156,8 @@ def load_image(
     with more than ``max_pixels`` pixels are refused from their header, before any
     decoding. Multi-frame files (GIF, TIFF, WebP) give their first frame. Transparent
     areas are composited onto white. Pillow's own bomb limit (2 x
-    ``Image.MAX_IMAGE_PIXELS``) still applies on top of ``max_pixels``.
+    ``Image.MAX_IMAGE_PIXELS``) still applies on top of ``max_pixels``. Camera raw files
+    give their embedded preview if large enough, else their developed sensor data.
 
     Raises:
         ImageLoadError: the file is missing, unreadable, empty, not an image, corrupt or
@@ -172,16 +168,23 @@ def load_image(
         raise ValueError(f"min_side must be a positive number of pixels, got {min_side}")
     _register_heif_opener()
     file = _open_regular_file(path)
+    kind = path.suffix.lower()
     try:
         with file, warnings.catch_warnings():
             # We enforce max_pixels ourselves; Pillow's warning would only be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(file) as image:  # reads the header only
-                _check_pixel_count(path, image.size, max_pixels)
-                if min_side is not None:
-                    _decode_at_reduced_scale(image, min_side)
-                image.load()
-                oriented = _apply_exif_orientation(image)
+            if kind in CAMERA_RAW_EXTENSIONS:
+                with RawFile(path) as raw:  # reads the header only
+                    _check_pixel_count(path, raw.size, max_pixels)
+                    oriented = raw.image(min_side)
+            else:
+                with Image.open(file) as image:  # reads the header only
+                    kind = image.format or kind
+                    _check_pixel_count(path, image.size, max_pixels)
+                    if min_side is not None:
+                        _decode_at_reduced_scale(image, min_side)
+                    image.load()
+                    oriented = _apply_exif_orientation(image)
     except ImageLoadError:
         raise
     except UnidentifiedImageError:
@@ -196,6 +199,10 @@ def load_image(
         reason = f"too large: exceeds Pillow's limit of {limit:,} pixels (decompression-bomb guard)"
         raise ImageLoadError(path, reason) from None
     except _DECODE_ERRORS:
+        raise ImageLoadError(path, "truncated or corrupt image data") from None
+    except RuntimeError:  # how Pillow's AVIF decoder reports damaged pixel data
+        if kind not in ("AVIF", ".avif"):
+            raise
         raise ImageLoadError(path, "truncated or corrupt image data") from None
     try:
         return to_rgb(oriented)

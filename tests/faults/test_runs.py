@@ -269,15 +269,24 @@ def test_overwrite_of_some_images_keeps_the_other_rows(tmp_path: Path, photos: P
 # --- item 11: image files mkt-tag cannot read ----------------------------------------
 
 
-def test_unreadable_image_types_are_counted_and_listed(tmp_path: Path, photos: Path, label_file):
+def test_unreadable_image_types_are_counted_and_listed(
+    tmp_path: Path, photos: Path, label_file, monkeypatch: pytest.MonkeyPatch
+):
     """Fault (issue item 11): files with image extensions mkt-tag does not read (JPEG XL, RAW,
     ...) were skipped in a folder walk without a word. The summary counts them by
-    extension; --verbose lists each one."""
+    extension; --verbose lists each one. Camera raw files are read with rawpy; here as
+    where it is not installed, with the line that says how to install it."""
+    from mkt_tag import camera_raw, images
+
+    raw = camera_raw.CAMERA_RAW_EXTENSIONS
+    monkeypatch.setattr(images, "IMAGE_EXTENSIONS", images.IMAGE_EXTENSIONS - raw)
+    monkeypatch.setattr(images, "UNREADABLE_EXTENSIONS", images.UNREADABLE_EXTENSIONS | raw)
     for name in ("x.jxl", "y.JXL", "z.cr2", "w.nef"):
         (photos / name).write_bytes(b"not read")
     result = tag(photos, "--labels", label_file, "-o", tmp_path / "r.csv")
     assert result.exit_code == 0, result.output
     assert "skipped 2 .jxl, 1 .cr2, 1 .nef files mkt-tag cannot read yet" in result.stderr
+    assert "to read camera raw files: pip install 'mkt-tag[raw]'" in result.stderr
     assert str(photos / "x.jxl") not in result.stderr
     verbose = tag(photos, "--labels", label_file, "-o", tmp_path / "r.csv", "--verbose")
     assert verbose.exit_code == 0, verbose.output

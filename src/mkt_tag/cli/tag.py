@@ -41,6 +41,7 @@ from mkt_tag.records import RunIdentity
 from mkt_tag.results import TagResult
 
 if TYPE_CHECKING:
+    from mkt_tag.keywords import Fields
     from mkt_tag.tagging.job import JobReport, TagPlan
     from mkt_tag.tagging.label_embeddings import LabelSet
     from mkt_tag.tagging.tagger import Tagger
@@ -134,6 +135,20 @@ def tag(
         "--append",
         help="Re-tag every image, keeping mkt-tag's earlier tags in sidecars as well.",
     ),
+    embed: bool = typer.Option(
+        False,
+        "--embed",
+        help="Also write the keywords into the image files (JPEG, TIFF, HEIC, DNG, PNG, WebP; "
+        "needs exiftool): for Lightroom, phones and Apple Photos. Camera raw files keep "
+        "theirs in the sidecar.",
+    ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        "-n",
+        help="With --embed (and no --sidecar or --output): tag, write nothing, and list the "
+        "keywords each file would gain and lose.",
+    ),
     tag_root: str = typer.Option(
         "",
         "--tag-root",
@@ -165,7 +180,8 @@ def tag(
         "--verbose",
         "-v",
         help="Also list each file skipped because mkt-tag cannot read its format yet (JPEG XL, "
-        "camera raw, ...), and each temporary file of a killed run that was removed.",
+        "camera raw without the raw extra, ...), and each temporary file of a killed run that "
+        "was removed.",
     ),
 ) -> None:
     """Tag images with the labels in a label file.
@@ -214,6 +230,8 @@ def tag(
             existing=existing,
             run=run,
             tag_root=tag_root.strip(),
+            embed=embed,
+            dry_run=dry_run,
             batch_size=batch_size,
             workers=workers,
             parallel=parallel,
@@ -244,7 +262,7 @@ def tag(
                         ):
                             warn(note)
                     labelset = tagger.embed_labels(vocabulary.entries, source=str(labels))
-            to_stdout = output is None and not sidecar
+            to_stdout = output is None and not sidecar and not embed
             report = _run_job(planned, tagger, labelset, quiet, verbose, to_stdout)
     except MktTagError as error:
         raise fail(str(error)) from None
@@ -275,6 +293,13 @@ def _list_skipped(planned: TagPlan) -> None:
         err.print(f"skipped, mkt-tag cannot read {path.suffix.lower()} files yet: {path}")
     for path in planned.removed:
         err.print(f"removed a temporary file left by a killed run: {path}")
+
+
+def _change_line(added: Fields, removed: Fields) -> str:
+    """ "+dog +animal|dog -cat": the entries each keyword field would gain and lose."""
+    gained = dict.fromkeys(entry for entries in added.values() for entry in entries)
+    lost = dict.fromkeys(entry for entries in removed.values() for entry in entries)
+    return " ".join([*(f"+{e}" for e in gained), *(f"-{e}" for e in lost)]) or "no change"
 
 
 def _states(states: dict[str, int]) -> str:
@@ -334,9 +359,17 @@ def _run_job(
             f"{report.found} images{_states(report.states)}: tagged {report.tagged}, "
             f"skipped {report.skipped} current, {failed}; {elapsed:.1f} s, {rate:.1f} img/s"
         )
+    for warning in report.warnings:
+        warn(warning)
+    for change in report.changes:  # a dry run's
+        print(f"{change.path}\t{_change_line(change.added, change.removed)}", flush=True)
     if report.removed and not quiet:
         err.print(f"removed {len(report.removed)} temporary files left by killed runs")
     if report.unreadable:  # even with --quiet: no photo is left out without a word
         hint = "" if verbose else " (--verbose lists them)"
         err.print(Text(_unreadable_summary(report.unreadable) + hint, style="yellow"))
+        from mkt_tag.camera_raw import install_hint  # here: numpy and Pillow load with it
+
+        if install := install_hint(report.unreadable):
+            err.print(Text(install, style="yellow"))
     return report

@@ -17,12 +17,19 @@ def untag(
         ..., metavar="PATH", help="Image files and/or folders whose tags to remove."
     ),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
+    embed: bool = typer.Option(
+        False,
+        "--embed",
+        help="Also remove the keywords mkt-tag wrote into the image files (tag --embed).",
+    ),
     dry_run: bool = typer.Option(
         False, "--dry-run", "-n", help="Only list what would be removed; change nothing."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary; failures are listed."),
 ) -> None:
-    """Remove mkt-tag's tags from the XMP and JSON sidecars of images.
+    """Remove mkt-tag's tags from sidecars (and with --embed from the image files).
+
+    Sidecars: XMP and JSON.
 
     Only what mkt-tag wrote goes: its keywords, its record, and its copies of a person's
     keywords in fields that hold nothing else. Keywords a person or another program wrote,
@@ -38,15 +45,17 @@ def untag(
     from mkt_tag.tagging.untag import UntagJob
     from mkt_tag.tagging.untag import untag as run_untag
 
-    events = run_untag(UntagJob(paths, recursive, dry_run=dry_run))
+    events = run_untag(UntagJob(paths, recursive, embed=embed, dry_run=dry_run))
     try:
         while True:
             item = next(events)
-            if isinstance(item, Removed):
-                gone = "; sidecar deleted, nothing else was in it" if item.deleted else ""
-                print(f"{item.path}\t{', '.join(item.labels)}{gone}", flush=True)
-            else:
+            if isinstance(item, MktTagError):
                 err.print(Text(f"failed: {item}", style="yellow"))
+                continue
+            gone = ""
+            if isinstance(item, Removed) and item.deleted:
+                gone = "; nothing else was in it: " + ("would be " if dry_run else "") + "deleted"
+            print(f"{item.path}\t{', '.join(item.labels)}{gone}", flush=True)
     except StopIteration as stop:
         report = stop.value
     except MktTagError as error:
@@ -55,9 +64,10 @@ def untag(
         verb = "would remove" if dry_run else "removed"
         deleted = f" ({report.deleted} left empty and deleted)" if report.deleted else ""
         failed = f"failed {len(report.failures)} (listed above)" if report.failures else "failed 0"
+        where = "sidecars and files" if embed else "sidecars"
         err.print(
             f"{report.found} images: {verb} mkt-tag's tags from {report.changed} "
-            f"sidecars{deleted}, {failed}"
+            f"{where}{deleted}, {failed}"
         )
     if report.failures:
         raise typer.Exit(EXIT_PARTIAL)

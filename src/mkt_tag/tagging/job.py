@@ -29,13 +29,15 @@ from mkt_tag.errors import ImageLoadError, InputFileError, MktTagError, OutputEr
 from mkt_tag.files import remove_stale_temporaries
 from mkt_tag.images import scan_inputs
 from mkt_tag.records import RunIdentity, vocabulary_fingerprint
-from mkt_tag.results import ResultsFile, TagResult, image_key
-from mkt_tag.sidecar_paths import SIDECAR_FORMATS, sidecar_collisions, sidecar_path
-from mkt_tag.sidecars import CURRENT, NEW, STALE, sidecar_state, write_sidecar
+from mkt_tag.results import ResultsFile, TagResult
+from mkt_tag.sidecar_paths import SIDECAR_FORMATS
+from mkt_tag.sidecars import CURRENT, NEW, STALE
+from mkt_tag.tagging.outputs import Outputs, shared_sidecars
 from mkt_tag.tagging.selection import Selection
 from mkt_tag.vocab import Entry
 
 if TYPE_CHECKING:  # torch: imported by whoever loads a model, not by planning
+    from mkt_tag.embedded import EmbedChange
     from mkt_tag.tagging.label_embeddings import LabelSet
     from mkt_tag.tagging.tagger import Tagger
 
@@ -60,6 +62,8 @@ class TagJob:
     # needed (outputs to judge, tags to record); None: no output counts as current
     run: RunIdentity | Callable[[], RunIdentity] | None = None
     tag_root: str = ""  # hierarchical keywords under this root ("auto": auto|dog)
+    embed: bool = False  # also write the keywords into the image files (exiftool)
+    dry_run: bool = False  # with ``embed`` alone: write nothing, list what would change
     batch_size: int = 16  # images per forward pass
     workers: int | None = None  # decoding processes (None: automatic)
     parallel: int | None = None  # batches the model runs at once (None: automatic)
@@ -80,19 +84,23 @@ class TagPlan:
     states: dict[str, int] = field(default_factory=dict)  # images found NEW, STALE, CURRENT
     unreadable: list[Path] = field(default_factory=list)  # photo formats not read yet
     removed: list[Path] = field(default_factory=list)  # temporaries of killed runs
-    results: ResultsFile | None = None  # the combined output, open for this run
+    outputs: Outputs = field(default_factory=Outputs)  # open for this run
+
+    @property
+    def results(self) -> ResultsFile | None:
+        """The combined output, open (and locked) for this run."""
+        return self.outputs.results
 
     @property
     def skipped(self) -> int:
         """Images whose outputs are current (in the results file and their sidecar, from
         this model, vocabulary and selection)."""
-        refused = sum(isinstance(failure, SharedSidecarError) for failure in self.failures)
-        return len(self.images) - len(self.todo) - refused
+        return self.states.get(CURRENT, 0) if self.job.existing == "skip" else 0
 
     def close(self) -> None:
-        """Let other runs open the results file (a run still unfinished stays resumable)."""
-        if self.results is not None:
-            self.results.close()
+        """Let other runs open the results file (a run still unfinished stays resumable);
+        stop exiftool."""
+        self.outputs.close()
 
     def __enter__(self) -> TagPlan:
         return self
@@ -112,6 +120,8 @@ class JobReport:
     failures: list[MktTagError] = field(default_factory=list)
     unreadable: list[Path] = field(default_factory=list)  # photo formats not read yet
     removed: list[Path] = field(default_factory=list)  # temporaries of killed runs
+    warnings: list[str] = field(default_factory=list)  # e.g. keywords left out of IPTC
+    changes: list[EmbedChange] = field(default_factory=list)  # a dry run's, per file
 
 
 def run_identity(
@@ -135,10 +145,6 @@ def run_identity(
     )
 
 
-class SharedSidecarError(OutputError):
-    """Two images would write the same sidecar (``--sidecar-naming stem``)."""
-
-
 def plan(job: TagJob, on_wait: Callable[[Path], None] | None = None) -> TagPlan:
     """Find the inputs of ``job`` and what needs the model, without loading one.
 
@@ -154,89 +160,61 @@ def plan(job: TagJob, on_wait: Callable[[Path], None] | None = None) -> TagPlan:
         raise MktTagError(f"unknown mode for existing outputs {job.existing!r}")
     if job.sidecar is not None and job.sidecar not in SIDECAR_FORMATS:
         raise MktTagError(f"unknown sidecar format {job.sidecar!r}")
+    if job.dry_run and (not job.embed or job.sidecar is not None or job.output is not None):
+        raise MktTagError("a dry run previews --embed alone: leave out --sidecar and --output")
     found = scan_inputs(job.inputs, job.recursive)
     if job.inputs and len(found.missing) == len(job.inputs):
         raise _nothing_found(found.errors)
     failures: list[MktTagError] = list(found.errors)
-    shared = _shared_sidecars(job, found.images)
-    failures += shared.values()
     # Only ours, only of processes that are gone: see files.remove_stale_temporaries.
     folders = {image.parent for image in found.images}
     if job.output is not None:
         folders.add(job.output.parent)
     removed = [path for folder in sorted(folders) for path in remove_stale_temporaries(folder)]
-    results = ResultsFile(job.output, on_wait=on_wait) if job.output is not None else None
+    outputs = _open_outputs(job, on_wait)
     try:
-        states = _states(job, [image for image in found.images if image not in shared], results)
+        refused: dict[Path, OutputError] = {
+            **shared_sidecars(found.images, job.sidecar, job.sidecar_naming),
+            **outputs.refusals(found.images),
+        }
+        failures += refused.values()
+        states = outputs.states([image for image in found.images if image not in refused])
     except BaseException:
-        if results is not None:
-            results.close()
+        outputs.close()
         raise
     todo = [image for image, state in states.items() if state != CURRENT or job.existing != "skip"]
     counts = {state: sum(s == state for s in states.values()) for state in (NEW, STALE, CURRENT)}
-    return TagPlan(job, found.images, todo, failures, counts, found.unreadable, removed, results)
+    return TagPlan(job, found.images, todo, failures, counts, found.unreadable, removed, outputs)
+
+
+def _open_outputs(job: TagJob, on_wait: Callable[[Path], None] | None) -> Outputs:
+    """The run's outputs, opened: the results file locked, exiftool started (so a missing
+    one is said before any work)."""
+    outputs = Outputs(
+        sidecar=job.sidecar,
+        sidecar_naming=job.sidecar_naming,
+        run=job.run,
+        tag_root=job.tag_root,
+        keep=job.existing == "append",
+        dry_run=job.dry_run,
+    )
+    if job.embed:
+        from mkt_tag.embedded import EmbeddedMetadata
+
+        outputs.embedded = EmbeddedMetadata().__enter__()
+    if job.output is not None:
+        try:
+            outputs.results = ResultsFile(job.output, on_wait=on_wait)
+        except BaseException:
+            outputs.close()
+            raise
+    return outputs
 
 
 def _nothing_found(errors: list[ImageLoadError]) -> MktTagError:
     if len(errors) == 1:
         return errors[0]
     return InputFileError(errors[0].path, "; ".join([errors[0].reason, *map(str, errors[1:])]))
-
-
-def _shared_sidecars(job: TagJob, images: list[Path]) -> dict[Path, SharedSidecarError]:
-    if job.sidecar is None:
-        return {}
-    collisions = sidecar_collisions(images, job.sidecar, job.sidecar_naming)
-    return {
-        image: SharedSidecarError(
-            f"{image}: its sidecar {sidecar_path(image, job.sidecar, job.sidecar_naming).name} "
-            f"would also be that of {', '.join(map(str, others))}; neither is written: rename "
-            "one, or use --sidecar-naming full"
-        )
-        for image, others in collisions.items()
-    }
-
-
-def _states(job: TagJob, images: list[Path], results: ResultsFile | None) -> dict[Path, str]:
-    """Each image's outputs: all CURRENT (made by ``job.run``), some STALE (made by another
-    run, or by an unknown one), or else NEW (none yet, or none of mkt-tag's)."""
-    if job.output is None and job.sidecar is None:
-        return dict.fromkeys(images, NEW)
-    done = results.done() if results is not None else {}
-    run = _run(job) if _any_output(job, images, done) else None
-    states = {}
-    for image in images:
-        found = []
-        if results is not None:
-            row = done.get(image_key(image))
-            current = row is not None and run is not None and row.run == run.fingerprint
-            found.append(NEW if row is None else CURRENT if current else STALE)
-        if job.sidecar is not None:
-            anonymous = RunIdentity("", "", "", "")
-            state = sidecar_state(
-                image, job.sidecar, job.sidecar_naming, run or anonymous, job.tag_root
-            )
-            found.append(STALE if run is None and state == CURRENT else state)
-        states[image] = (
-            CURRENT if all(f == CURRENT for f in found) else STALE if STALE in found else NEW
-        )
-    return states
-
-
-def _any_output(job: TagJob, images: list[Path], done: dict[str, TagResult]) -> bool:
-    """Whether some image has an output already, that only the run's identity can judge."""
-    if done:
-        return True
-    if job.sidecar is None:
-        return False
-    return any(sidecar_path(image, job.sidecar, job.sidecar_naming).exists() for image in images)
-
-
-def _run(job: TagJob) -> RunIdentity | None:
-    """The job's run identity, found once (a model's files may have to be found for it)."""
-    if callable(job.run):
-        job.run = job.run()
-    return job.run
 
 
 def run(
@@ -274,9 +252,10 @@ def run(
         if work.todo:
             if tagger is None or labels is None:
                 raise ValueError("the plan has images to tag: give a tagger and labels")
-            yield from _tag(job, work.todo, tagger, labels, work.results, report)
+            yield from _tag(job, work.todo, tagger, labels, work.outputs, report)
         if work.results is not None:
             work.results.finish()
+        report.changes = work.outputs.changes
     finally:
         work.close()
     return report
@@ -287,9 +266,10 @@ def _tag(
     todo: list[Path],
     tagger: Tagger,
     labels: LabelSet,
-    results: ResultsFile | None,
+    outputs: Outputs,
     report: JobReport,
 ) -> Generator[TagResult | MktTagError, None, None]:
+    results = outputs.results
     pending: list[TagResult] = []
     for item in tagger.tag_files(
         todo, labels, job.selection, job.batch_size, job.workers, job.parallel
@@ -299,19 +279,7 @@ def _tag(
             yield item
             continue
         try:
-            identity = _run(job)
-            if identity is not None:
-                item.run = identity.fingerprint
-            if job.sidecar:
-                write_sidecar(
-                    item.path,
-                    item.tags,
-                    job.sidecar,
-                    job.sidecar_naming,
-                    identity,
-                    job.tag_root,
-                    keep=job.existing == "append",
-                )
+            report.warnings += outputs.write(item)
         except MktTagError as error:
             report.failures.append(error)
             yield error
