@@ -170,7 +170,7 @@ def test_warnings_before_training_are_printed_in_order(dataset, tmp_path):
     val.write_text(f"path,labels\n{dataset['root'] / 'img' / '100.png'},shape\n")
     run = tmp_path / "run"
     args = base_args(dataset, run, labels=labels, val=val)
-    result = train(*args, "--stage", 1, "--epochs", 1, "--warmup-epochs", 0, "--max-steps", 1)
+    result = train(*args, "--stage", 1, "--epochs", 1, "--max-steps", 1)  # default warm-up
     assert result.exit_code == 0, result.output
     assert [line for line in result.stderr.splitlines() if line.startswith("warning:")] == [
         f"warning: {labels}:3: duplicate label 'red' (same as 'red' on line 1), ignored",
@@ -252,6 +252,9 @@ def test_resume_after_max_steps_gives_the_same_weights(dataset, tmp_path, uninte
 
     finished = train("--resume", run)  # nothing left to do
     assert finished.exit_code == 0 and len(metric_rows(run)) == 4
+    assert f"nothing left to do: {run} has finished its stages" in finished.stderr
+    assert "warning" not in finished.stderr and "img/s" not in finished.stdout  # no table
+    assert f"best: {run / 'best'}" in finished.stdout
 
 
 @pytest.mark.slow
@@ -397,6 +400,7 @@ def test_config_file_and_flags(dataset, tmp_path):
         ("workers = 'x'\n", ["workers must be a whole number"]),
         ("streams = 'both+'\n", ["streams must be one of both, global, local, not 'both+'"]),
         ("epochs = 0\nlr = -1\n", ["epochs must be at least 1", "lr must be positive"]),
+        ("warmup-epochs = 30\n", ["warmup-epochs must be between 0 and epochs (20)"]),
         ("stage = 3\n", ["stage must be 1, 2 or all"]),
         ("template = 'no label'\n", ["template must contain '{label}'"]),
         ("[train]\nepochs = 1\n[other]\nx = 1\n", ["every setting in the [train] table"]),
@@ -462,10 +466,11 @@ def test_bad_flags_are_usage_errors(dataset, tmp_path, args, message):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--epochs", "0"], "command line: epochs must be at least 1"),
-        (["--val-fraction", "1.5"], "val_fraction must be between 0 and 1"),
-        (["--warmup-epochs", "30"], "warmup_epochs must be between 0 and epochs"),
-        (["--separator", ""], "separator must not be empty"),
+        (["--epochs", "0"], "command line: --epochs must be at least 1"),
+        (["--val-fraction", "1.5"], "command line: --val-fraction must be between 0 and 1"),
+        (["--warmup-epochs", "30"], "--warmup-epochs must be between 0 and --epochs (20)"),
+        (["--epochs", "2", "--warmup-epochs", "3"], "between 0 and --epochs (2)"),
+        (["--separator", ""], "command line: --separator must not be empty"),
     ],
 )
 def test_impossible_flag_values_are_usage_errors(dataset, tmp_path, args, message):

@@ -77,8 +77,15 @@ def test_training_again_continues_the_same_run_only(photo_set, tmp_path):
     assert stopped.best is not None and stopped.last is not None  # epoch 1 (2 steps) ended
     finished = train(TrainConfig(**small_run(photo_set, run)))  # type: ignore[arg-type]
     assert finished.finished and finished.state.total_steps == 8
+    assert not finished.already_finished
     rows = (run / "metrics.csv").read_text().splitlines()[1:]
     assert [row.split(",")[:2] for row in rows] == [["1", "1"], ["1", "2"], ["2", "1"], ["2", "2"]]
+
+    events.clear()  # a finished run: nothing is read, reported or trained
+    again = train(TrainConfig(**small_run(photo_set, run)), recorder(events))  # type: ignore[arg-type]
+    assert again.finished and again.already_finished and events == []
+    assert (again.state, again.best, again.last) == (finished.state, run / "best", run / "last")
+    assert (run / "metrics.csv").read_text().splitlines()[1:] == rows
 
     other = TrainConfig(**small_run(photo_set, run, epochs=3))  # type: ignore[arg-type]
     with pytest.raises(MktTagError, match="already holds a run: continue it with --resume"):
@@ -160,7 +167,7 @@ def test_defaults_then_config_file_then_flags(tmp_path, monkeypatch):
 def test_flag_errors_name_the_command_line(tmp_path):
     with pytest.raises(SettingsError) as caught:
         resolve_settings({"data": "d.csv", "labels": "l.txt", "separator": ""})
-    assert str(caught.value) == "command line: separator must not be empty"
+    assert str(caught.value) == "command line: --separator must not be empty"
     assert str(caught.value.path) == COMMAND_LINE
     config = tmp_path / "train.toml"
     config.write_text("epochs = 0\n")
@@ -169,6 +176,44 @@ def test_flag_errors_name_the_command_line(tmp_path):
     assert caught.value.path == config
     with pytest.raises(InputFileError, match="file not found"):
         resolve_settings({}, tmp_path / "nope.toml")
+
+
+def test_the_default_warm_up_fits_short_runs():
+    """The paper's 2 warm-up epochs where they leave some cosine; fewer in shorter runs."""
+    inputs = {"data": "d.csv", "labels": "l.txt"}
+    for epochs, warmup in [(1, 0), (2, 1), (3, 2), (20, 2)]:
+        settings = resolve_settings({**inputs, "epochs": epochs})
+        assert settings.warmup_epochs is None and settings.warmup() == warmup, epochs
+    assert resolve_settings({**inputs, "epochs": 1, "warmup_epochs": 1}).warmup() == 1
+    assert TrainConfig(epochs=4, warmup_epochs=0).warmup() == 0
+
+
+def test_messages_name_settings_as_the_user_wrote_them(tmp_path):
+    """A flag by its flag, a config file's key by its key (and file)."""
+    inputs = {"data": "d.csv", "labels": "l.txt"}
+    with pytest.raises(SettingsError) as caught:
+        resolve_settings({**inputs, "epochs": 2, "warmup_epochs": 3})
+    assert str(caught.value) == "command line: --warmup-epochs must be between 0 and --epochs (2)"
+    with pytest.raises(SettingsError) as caught:
+        resolve_settings({**inputs, "val_fraction": 2.0, "max_steps": 0})
+    assert str(caught.value) == (
+        "command line: --val-fraction must be between 0 and 1; --max-steps must be at least 1"
+    )
+    config = tmp_path / "train.toml"
+    config.write_text("warmup-epochs = 30\n")
+    with pytest.raises(SettingsError) as caught:
+        resolve_settings(inputs, config)
+    assert str(caught.value) == f"{config}: warmup-epochs must be between 0 and epochs (20)"
+    config.write_text("warmup_epochs = 3\n")  # fine in the file; the flag makes it impossible
+    with pytest.raises(SettingsError) as caught:
+        resolve_settings({**inputs, "epochs": 2}, config)
+    assert str(caught.value) == (
+        f"command line: warmup_epochs ({config}) must be between 0 and --epochs (2)"
+    )
+    assert resolve_settings({**inputs, "epochs": 2, "warmup_epochs": 1}, config).warmup() == 1
+    with pytest.raises(SettingsError) as caught:
+        TrainConfig(epochs=2, warmup_epochs=3).validate()
+    assert str(caught.value) == "settings: warmup_epochs must be between 0 and epochs (2)"
 
 
 def test_a_new_run_needs_data_labels_and_a_free_folder(tmp_path):

@@ -1,14 +1,19 @@
-"""The training loop: learning-rate scales from the optimiser, stage 2's feature cache."""
+"""The training loop: learning-rate scales from the optimiser, stage 2's feature cache,
+gradient accumulation and the epoch's mean losses."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import pytest
 import torch
+from safetensors.torch import load_file
 
 from mkt_tag import datasets as data
 from mkt_tag import vocab
 from mkt_tag.train import TrainConfig, train
+from mkt_tag.train import trainer as trainer_module
 from mkt_tag.train.stages import learning_rate
 from mkt_tag.train.trainer import Trainer
 from tests.train.conftest import small_run
@@ -65,3 +70,45 @@ def test_stage_2_reuses_cached_features(photo_set, tmp_path):
     state = Trainer(config, train_set, val_set, report).run()
     assert state.done == [2] and events == []  # resumed: nothing re-encoded
     assert {p.name: p.stat().st_mtime_ns for p in features.iterdir()} == stamps
+
+
+def test_an_uneven_last_step_averages_its_own_micro_batches(photo_set, tmp_path):
+    """8 images in micro-batches of 3 with grad_accum 2 make steps of 3 + 3 and of 2 images:
+    they train as batches of 6 and 2 do (the last step's loss is its one micro-batch's
+    mean, not half of it)."""
+    prompts = {}
+    for name, batch, accum in (("accumulated", 3, 2), ("plain", 6, 1)):
+        run = tmp_path / name
+        settings = small_run(
+            photo_set, run, stage="2", prompt_epochs=1, prompt_batch_size=batch, grad_accum=accum
+        )
+        result = train(TrainConfig(**settings, prompt_lr=1e-2))  # type: ignore[arg-type]
+        assert result.state.total_steps == 2
+        prompts[name] = load_file(str(run / "last" / "model.safetensors"))
+    for key in ("prompt.prefix", "prompt.suffix"):
+        mine, reference = prompts["accumulated"][key], prompts["plain"][key]
+        torch.testing.assert_close(mine, reference, rtol=0, atol=1e-6, msg=key)
+
+
+def test_epoch_losses_are_means_over_its_batches(photo_set, tmp_path, monkeypatch):
+    """With grad_accum, each batch (micro-batch) counts once, whichever step it is part of."""
+    recorded: list[dict[str, float]] = []
+    original = trainer_module.global_mean
+
+    def recording(parts: Any, group: Any) -> Any:
+        loss, means = original(parts, group)
+        recorded.append(means)
+        return loss, means
+
+    monkeypatch.setattr(trainer_module, "global_mean", recording)
+    rows: list[dict[str, Any]] = []
+    settings = small_run(
+        photo_set, tmp_path / "run", stage="2", prompt_epochs=1, prompt_batch_size=3, grad_accum=2
+    )
+    report = lambda event, **row: rows.append(row) if event == "epoch_end" else None  # noqa: E731
+    train(TrainConfig(**settings), report)  # type: ignore[arg-type]
+    (row,) = rows
+    first, second, last = (means["rank"] for means in recorded)
+    assert row["rank_loss"] == pytest.approx((first + second + last) / 3)
+    assert row["loss"] == row["rank_loss"]
+    assert row["rank_loss"] != pytest.approx(((first + second) / 2 + last) / 2)  # not by step

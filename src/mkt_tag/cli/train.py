@@ -140,7 +140,9 @@ def train(
     ),
     epochs: int | None = typer.Option(None, "--epochs", help="Stage 1 epochs [20]."),
     warmup_epochs: int | None = typer.Option(
-        None, "--warmup-epochs", help="Stage 1 warm-up epochs [2]."
+        None,
+        "--warmup-epochs",
+        help="Stage 1 warm-up epochs [2; 1 with --epochs 2, 0 with --epochs 1].",
     ),
     batch_size: int | None = typer.Option(
         None,
@@ -244,7 +246,10 @@ def train(
 
 
 def _summary(display: _Display, result: TrainResult) -> None:
-    out.print(display.table)
+    if result.already_finished:
+        err.print(f"nothing left to do: {result.run_dir} has finished its stages")
+    else:
+        out.print(display.table)
     state = result.state
     if state.best:
         quality = "n/a" if state.best_map < 0 else f"{state.best_map:.4f}"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mkt_tag.label_candidates import candidates as vocab_candidates
 from mkt_tag.model import MKT
 from mkt_tag.tagging.caches import LabelCache
 from mkt_tag.vocab import Entry
@@ -50,11 +51,8 @@ def embed(
 ) -> LabelSet:
     """Embed a vocabulary; texts already in ``cache`` under ``cache_key`` are not re-encoded."""
     entries = as_entries(labels)
-    candidates = [entry.texts for entry in entries]
-    owner = list(range(len(entries)))
-    for index, entry in enumerate(entries):
-        candidates += [[alias] for alias in entry.aliases]
-        owner += [index] * len(entry.aliases)
+    found = vocab_candidates(entries)
+    candidates, owner = found.texts, found.owner
     texts = list(dict.fromkeys(text for group in candidates for text in group))
     vectors = cache.get(cache_key, texts) if cache is not None and cache_key else {}
     missing = [text for text in texts if text not in vectors]

@@ -2,8 +2,9 @@
 
 One module per concern: ``settings`` (TrainConfig, TOML, saved settings), ``job`` (the flow:
 settings, data, run folder), ``trainer`` (the training loop), ``stages`` (what each stage
-trains), ``losses``, ``data`` (epoch order, augmentation), ``features`` (stage 2's cache),
-``resume`` (resume points, metrics.csv), ``distributed`` (torchrun).
+trains), ``losses``, ``labels`` (the label text, as `tag` and `eval` embed it), ``data``
+(epoch order, augmentation), ``features`` (stage 2's cache), ``resume`` (resume points,
+metrics.csv), ``distributed`` (torchrun).
 """
 
 from mkt_tag.errors import UsageError

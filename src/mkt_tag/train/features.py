@@ -25,6 +25,7 @@ from mkt_tag.evaluate import metrics
 from mkt_tag.files import atomic_write_text
 from mkt_tag.images import Decoded, ImageFiles
 from mkt_tag.model import MKT, ImageFeatures, normalise_pixels
+from mkt_tag.train.labels import LabelTexts
 
 Report = Callable[..., None]
 
@@ -141,17 +142,20 @@ def _paths(folder: Path, name: str) -> dict[str, Path]:
 
 @torch.inference_mode()
 def validation_map(
-    model: MKT, features: StoredFeatures, labels: Sequence[str], targets: np.ndarray
+    model: MKT, features: StoredFeatures, labels: LabelTexts, targets: np.ndarray
 ) -> float:
-    """mAP over the labels with a validation positive; unreadable images left out."""
+    """mAP over the labels with a validation positive, scored as `eval` scores them (each
+    label's phrasings and aliases); unreadable images left out."""
     device = model.visual.proj.device
+    candidates = labels.embeddings(model.encode_labels(labels.texts).float())
     scores = model.score(
         ImageFeatures(
             torch.from_numpy(np.asarray(features.global_, np.float32)).to(device),
             torch.from_numpy(np.asarray(features.patches, np.float32)).to(device),
         ),
-        model.encode_labels(labels).float(),
+        candidates,
     ).fused
+    scores = labels.label_scores(scores)
     targets = targets.copy()
     targets[features.failed] = 0
     per_label = metrics.average_precision(scores.cpu().numpy(), targets)

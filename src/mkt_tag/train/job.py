@@ -21,13 +21,16 @@ from typing import Any
 from mkt_tag import datasets, vocab
 from mkt_tag.datasets import LabelledImages
 from mkt_tag.errors import MktTagError, UsageError
+from mkt_tag.train import resume as run_state
 from mkt_tag.train.resume import ResumeState
 from mkt_tag.train.settings import (
     CONFIG_FILE,
     RESUME_SETTINGS,
     TrainConfig,
+    flag_names,
     read_run,
     read_toml,
+    setting_names,
 )
 from mkt_tag.train.trainer import Report, Trainer
 
@@ -43,6 +46,7 @@ class TrainResult:
     best: Path | None  # checkpoint of the best epoch, for `mkt-tag tag --model`; None if none
     last: Path | None  # checkpoint of the latest epoch; None before the first epoch ends
     finished: bool  # every stage done (False: max_steps stopped it; train again to continue)
+    already_finished: bool = False  # finished before this call: nothing was left to do
 
 
 def resolve_settings(
@@ -61,7 +65,8 @@ def resolve_settings(
         UsageError: settings that do not go together (``resume`` with other flags or a
             config file; no ``data`` or ``labels``).
         SettingsError: an unknown setting, a wrong type or an impossible value; errors in
-            ``flags`` name the "command line".
+            ``flags`` name the "command line" and each setting by its flag (``--warmup-epochs``),
+            or as the config file writes it when it came from there.
         MktTagError: the config file or the run folder cannot be used.
     """
     flags = dict(flags or {})
@@ -72,11 +77,14 @@ def resolve_settings(
                 "--resume continues a run with its saved settings; only --device, "
                 "--workers and --max-steps may be given with it"
             )
-        return read_run(Path(resume)).updated(flags, COMMAND_LINE)
-    settings = TrainConfig()
+        return read_run(Path(resume)).updated(flags, COMMAND_LINE, flag_names(flags))
+    settings, names = TrainConfig(), flag_names(setting_names())
     if config_file is not None:
-        settings = settings.updated(read_toml(Path(config_file)), str(config_file))
-    settings = settings.updated(flags, COMMAND_LINE)
+        from_file = read_toml(Path(config_file))
+        settings = settings.updated(from_file, str(config_file))
+        names.update({key.replace("-", "_"): f"{key} ({config_file})" for key in from_file})
+        names.update(flag_names(flags))  # the flag wins, and is what the message names
+    settings = settings.updated(flags, COMMAND_LINE, names)
     _check_new_run(settings)
     return settings.with_absolute_paths()
 
@@ -89,6 +97,9 @@ def train(settings: TrainConfig, report: Report | None = None) -> TrainResult:
     holding another run is refused. Under torchrun every process calls this, and reports;
     ``distributed.is_main_process()`` tells the one that should show them.
 
+    A run that is already finished is left as it is: nothing is read or trained, and the
+    result says ``already_finished``.
+
     ``report(event, **details)`` receives the Trainer's events (see ``Trainer``) and, before
     training starts, ``warning`` (``message``: a vocabulary warning, a problem in the data, a
     validation set without positives) and ``data_loaded`` (``train``, ``val`` and ``labels``
@@ -99,6 +110,10 @@ def train(settings: TrainConfig, report: Report | None = None) -> TrainResult:
     """
     report = report or _ignore
     settings = _settings_to_run(settings)
+    run_dir = Path(settings.out)
+    saved = run_state.read_state(run_dir)
+    if saved is not None and all(stage in saved.done for stage in settings.stages):
+        return _result(saved, run_dir, finished=True, already_finished=True)
     vocabulary = vocab.read_labels(settings.labels)
     train_set, val_set = _load_data(settings, vocabulary.labels)
     for line in vocabulary.warnings:
@@ -116,16 +131,19 @@ def train(settings: TrainConfig, report: Report | None = None) -> TrainResult:
         labels=len(vocabulary.labels),
         run_dir=settings.out,
     )
-    trainer = Trainer(settings, train_set, val_set, report)
+    trainer = Trainer(settings, train_set, val_set, report, vocabulary.entries)
     state = trainer.run()
-    run_dir = Path(settings.out)
+    return _result(state, run_dir, finished=all(stage in state.done for stage in trainer.stages))
+
+
+def _result(state: ResumeState, run_dir: Path, **flags: bool) -> TrainResult:
     best, last = run_dir / "best", run_dir / "last"
     return TrainResult(
         state=state,
         run_dir=run_dir,
         best=best if best.is_dir() else None,
         last=last if last.is_dir() else None,
-        finished=all(stage in state.done for stage in trainer.stages),
+        **flags,
     )
 
 

@@ -87,6 +87,16 @@ def load(run_dir: Path) -> tuple[ResumeState, dict[str, torch.Tensor]] | None:
     return state, tensors
 
 
+def read_state(run_dir: Path) -> ResumeState | None:
+    """Where a run stands (``state/state.json`` alone), or None when it has no resume point or
+    it cannot be read here (the trainer then recovers it, or says what is wrong)."""
+    try:
+        text = (Path(run_dir) / STATE_DIR / "state.json").read_text(encoding="utf-8")
+        return ResumeState(**json.loads(text))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def recover(run_dir: Path) -> None:
     """Undo what a kill left of a folder swap: put back a folder caught between the two
     renames, and delete half-written staging folders (``.best.x1y2z3``)."""

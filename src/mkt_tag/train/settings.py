@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ STAGES = ("1", "2", "all")
 PATH_SETTINGS = ("data", "labels", "out", "val", "images_root")
 # What may change when a run is resumed (the rest is the run itself).
 RESUME_SETTINGS = ("device", "workers", "max_steps")
+# Flags not spelled as their setting (``--name-with-dashes``).
+FLAGS = {"images_root": "--images"}
 
 
 class SettingsError(InputFileError):
@@ -51,7 +54,7 @@ class TrainConfig:
     top_k: int = 16  # patches per label in the local stream
     streams: str | None = None  # scores fused: "both" (MKT), "global", "local"; None: the model's
     epochs: int = 20  # stage 1 epochs
-    warmup_epochs: int = 2  # stage 1 linear warm-up, then half-cosine to min_lr
+    warmup_epochs: int | None = None  # stage 1 linear warm-up (None: 2, fewer if epochs < 3)
     batch_size: int = 64  # stage 1 images per step, all processes together (see torchrun)
     lr: float = 1e-3  # stage 1 base learning rate (AdamW)
     min_lr: float = 1e-6  # stage 1 final learning rate
@@ -74,32 +77,60 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def updated(self, changes: dict[str, Any], source: str) -> TrainConfig:
+    @property
+    def stages(self) -> list[int]:
+        """The stages to run, in order."""
+        return {"1": [1], "2": [2], "all": [1, 2]}[self.stage]
+
+    def warmup(self) -> int:
+        """Stage 1 warm-up epochs: ``warmup_epochs``, or by default the paper's 2 where that
+        leaves at least one epoch of cosine (1 for a 2-epoch run, none for a 1-epoch run)."""
+        if self.warmup_epochs is not None:
+            return self.warmup_epochs
+        return max(0, min(2, self.epochs - 1))
+
+    def updated(
+        self, changes: Mapping[str, Any], source: str, names: Mapping[str, str] | None = None
+    ) -> TrainConfig:
         """A copy with ``changes`` applied; unknown keys and wrong types name ``source``.
+
+        Messages call each setting as ``names`` says (a flag, ``key (FILE)``), else as the
+        key is written in ``changes`` (``warmup-epochs``), else by its field name.
 
         Raises:
             SettingsError: an unknown setting, a value of the wrong type, or an impossible one.
         """
         kinds = _field_types()
         values = self.to_dict()
+        spelled = {key.replace("-", "_"): key for key in changes}
+        spelled.update(names or {})
         for key, value in changes.items():
             name = key.replace("-", "_")
             if name not in kinds:
                 raise SettingsError(source, f"unknown setting {key!r}")
-            values[name] = _coerce(name, value, kinds[name], source)
+            values[name] = _coerce(spelled[name], value, kinds[name], source)
         config = TrainConfig(**values)
-        config.validate(source)
+        config.validate(source, spelled)
         return config
 
-    def validate(self, source: str = "settings") -> None:
-        """Raises SettingsError naming every impossible value."""
+    def validate(self, source: str = "settings", names: Mapping[str, str] | None = None) -> None:
+        """Raises SettingsError naming every impossible value (each setting as ``names``
+        calls it, else by its field name)."""
+
+        def call(field: str) -> str:
+            return (names or {}).get(field, field)
+
         problems = []
         if self.stage not in STAGES:
-            problems.append(f"stage must be 1, 2 or all, not {self.stage!r}")
+            problems.append(f"{call('stage')} must be 1, 2 or all, not {self.stage!r}")
         if self.streams is not None and self.streams not in STREAMS:
-            problems.append(f"streams must be one of {', '.join(STREAMS)}, not {self.streams!r}")
+            problems.append(
+                f"{call('streams')} must be one of {', '.join(STREAMS)}, not {self.streams!r}"
+            )
         if self.device not in DEVICES:
-            problems.append(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+            problems.append(
+                f"{call('device')} must be one of {', '.join(DEVICES)}, not {self.device!r}"
+            )
         for name in (
             "epochs",
             "batch_size",
@@ -110,25 +141,27 @@ class TrainConfig:
             "prompt_epochs",
         ):
             if getattr(self, name) < 1:
-                problems.append(f"{name} must be at least 1")
+                problems.append(f"{call(name)} must be at least 1")
         for name in ("lr", "prompt_lr", "layer_decay"):
             if not getattr(self, name) > 0:
-                problems.append(f"{name} must be positive")
+                problems.append(f"{call(name)} must be positive")
         for name in ("min_lr", "prompt_min_lr", "weight_decay", "distill_weight", "save_every"):
             if getattr(self, name) < 0:
-                problems.append(f"{name} must not be negative")
+                problems.append(f"{call(name)} must not be negative")
         if not 0 < self.val_fraction < 1:
-            problems.append("val_fraction must be between 0 and 1")
-        if not 0 <= self.warmup_epochs <= self.epochs:
-            problems.append("warmup_epochs must be between 0 and epochs")
+            problems.append(f"{call('val_fraction')} must be between 0 and 1")
+        if self.warmup_epochs is not None and not 0 <= self.warmup_epochs <= self.epochs:
+            problems.append(
+                f"{call('warmup_epochs')} must be between 0 and {call('epochs')} ({self.epochs})"
+            )
         if self.workers is not None and self.workers < 0:
-            problems.append("workers must not be negative")
+            problems.append(f"{call('workers')} must not be negative")
         if self.max_steps is not None and self.max_steps < 1:
-            problems.append("max_steps must be at least 1")
+            problems.append(f"{call('max_steps')} must be at least 1")
         if not self.separator:
-            problems.append("separator must not be empty")
+            problems.append(f"{call('separator')} must not be empty")
         if self.template.count("{label}") != 1:
-            problems.append("template must contain '{label}' exactly once")
+            problems.append(f"{call('template')} must contain '{{label}}' exactly once")
         if problems:
             raise SettingsError(source, "; ".join(problems))
 
@@ -148,6 +181,16 @@ class TrainConfig:
         from mkt_tag.files import atomic_write_text
 
         atomic_write_text(run_dir / CONFIG_FILE, json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def flag_names(settings: Iterable[str]) -> dict[str, str]:
+    """The command-line flag of each setting (``warmup_epochs`` -> ``--warmup-epochs``)."""
+    fields = [name.replace("-", "_") for name in settings]
+    return {name: FLAGS.get(name, "--" + name.replace("_", "-")) for name in fields}
+
+
+def setting_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
 
 
 @typing.no_type_check

@@ -16,6 +16,7 @@ from mkt_tag.errors import MktTagError
 from mkt_tag.model import MKT, ImageFeatures, visual_blocks, visual_head, visual_tokens
 from mkt_tag.prompts import PromptContext
 from mkt_tag.train.data import EpochSampler
+from mkt_tag.train.labels import LabelTexts
 from mkt_tag.train.settings import TrainConfig
 
 Losses = dict[str, tuple[torch.Tensor, torch.Tensor]]  # loss part -> (sum, count)
@@ -159,30 +160,60 @@ class Teacher(nn.Module):
 class Stage1Net(nn.Module):
     """Student and teacher sharing the frozen lower blocks (computed once per batch)."""
 
-    def __init__(self, model: MKT, teacher: Teacher) -> None:
+    def __init__(self, model: MKT, teacher: Teacher, labels: LabelTexts) -> None:
         super().__init__()
         self.model = model
         self.split = len(model.visual.transformer.resblocks) - len(teacher.blocks)
         self.teacher = teacher
+        self.labels = labels
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self, images: torch.Tensor, candidates: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Label scores (N x labels) from the candidates' embeddings, and the student's and
+        the teacher's global embeddings."""
         visual = self.model.visual
         with torch.no_grad():
             shared = visual_blocks(visual, visual_tokens(visual, images), 0, self.split)
             teacher = self.teacher(shared)
         student = visual_head(visual, visual_blocks(visual, shared, self.split))
-        scores = self.model.score(student, labels).fused
+        scores = self.labels.label_scores(self.model.score(student, candidates).fused)
         return scores, student.global_, teacher.global_
+
+    def train(self, mode: bool = True) -> Stage1Net:
+        """Training mode for what stage 1 trains (the top blocks and ``ln_post``) only.
+
+        The rest computes fixed functions and stays in eval mode: the teacher, the text tower,
+        the frozen lower blocks and the patch dropout in front of them. Patch dropout would thin
+        the tokens that student and teacher share, so the teacher's target would no longer be
+        the starting model's embedding of the image; MKT trains without it.
+        """
+        self.training = mode
+        self.model.eval()
+        self.teacher.eval()
+        visual = self.model.visual
+        for module in [*visual.transformer.resblocks[self.split :], visual.ln_post]:
+            module.train(mode)
+        return self
 
 
 class Stage2Net(nn.Module):
     """Prompt context -> label embeddings -> scores of precomputed image features."""
 
-    def __init__(self, model: MKT, label_tokens: list[list[int]]) -> None:
+    def __init__(self, model: MKT, text_tokens: list[list[int]], labels: LabelTexts) -> None:
         super().__init__()
         self.model = model
-        self.label_tokens = label_tokens
+        self.text_tokens = text_tokens  # of ``labels.texts``
+        self.labels = labels
 
     def forward(self, global_: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
-        labels = self.model.prompt.encode(self.model.clip, self.label_tokens)
-        return self.model.score(ImageFeatures(global_, patches), labels).fused
+        texts = self.model.prompt.encode(self.model.clip, self.text_tokens)
+        candidates = self.labels.embeddings(texts)
+        scores = self.model.score(ImageFeatures(global_, patches), candidates).fused
+        return self.labels.label_scores(scores)
+
+    def train(self, mode: bool = True) -> Stage2Net:
+        """The prompt context has no modes; the frozen text tower stays in eval mode."""
+        self.training = mode
+        self.model.eval()
+        return self

@@ -11,13 +11,12 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from mkt_tag import checkpoints
 from mkt_tag.datasets import LabelledImages
@@ -27,6 +26,7 @@ from mkt_tag.train import distributed
 from mkt_tag.train import features as train_features
 from mkt_tag.train import resume as run_state
 from mkt_tag.train.data import AugmentedImages, EpochSampler, FeatureRows
+from mkt_tag.train.labels import LabelTexts, plain_entries
 from mkt_tag.train.losses import distillation_loss, global_mean, ranking_loss
 from mkt_tag.train.resume import ResumeState
 from mkt_tag.train.settings import CONFIG_FILE, TrainConfig
@@ -41,6 +41,7 @@ from mkt_tag.train.stages import (
     stage1_parameter_groups,
     trainable_names,
 )
+from mkt_tag.vocab import Entry
 
 Report = Callable[..., None]  # report(event, **details): progress for the CLI
 
@@ -52,6 +53,10 @@ class StopTraining(Exception):
 class Trainer:
     """Runs the MKT stages of a TrainConfig, writing everything into ``config.out``.
 
+    ``entries`` (the vocabulary's, for ``train.labels`` in order) give each label's
+    phrasings and aliases, embedded as `tag` and `eval` embed them; without them each label
+    is its own text.
+
     Events passed to ``report``: ``epoch_start``, ``step``, ``epoch_end`` (a metrics row),
     ``features_start``/``features_step``, ``bad_images``, ``stage_done``, ``stopped``.
     """
@@ -62,20 +67,22 @@ class Trainer:
         train: LabelledImages,
         val: LabelledImages,
         report: Report | None = None,
+        entries: Sequence[Entry] | None = None,
     ) -> None:
         self.config = config
         self.train_data = train
         self.val_data = val
         self.report = report or (lambda event, **details: None)
         self.run_dir = Path(config.out)
-        self.stages = {"1": [1], "2": [2], "all": [1, 2]}[config.stage]
-        self.device = pick_device(config.device)
-        self.group = distributed.setup(self.device)
-        if self.group.active and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.group.local_rank)
-            torch.cuda.set_device(self.device)
+        self.stages = config.stages
+        self.group = distributed.setup(pick_device(config.device))
+        self.device = self.group.device  # under torchrun on GPUs: this process's GPU
         self.model = load_model(config).to(self.device)
-        self.model.tokenize(train.labels, config.labels)  # labels too long fail here, at once
+        self.labels = LabelTexts(plain_entries(train.labels) if entries is None else entries)
+        if self.labels.labels != train.labels:
+            raise ValueError("entries must be those of the training labels, in their order")
+        # Texts too long for the text context fail here, at once.
+        self.text_tokens = self.model.tokenize(self.labels.texts, config.labels)
         # What differs from the backbone before training: kept in every delta checkpoint.
         self.base_names = checkpoints.stored_tensor_names(config.model)
         self.teacher: Teacher | None = None
@@ -132,8 +139,9 @@ class Trainer:
         optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
         self._load_optimizer(optimizer)
         with torch.no_grad():
-            labels = model.encode_labels(self.train_data.labels).float()
-        net = self._parallel(Stage1Net(model, self.teacher))
+            texts = model.prompt.encode(model.clip, self.text_tokens).float()
+            candidates = self.labels.embeddings(texts)
+        net = distributed.parallel(Stage1Net(model, self.teacher, self.labels), self.group)
         data = self.train_data
         dataset = AugmentedImages(
             data.paths, data.targets, model.config.preprocess, config.seed, config.augment
@@ -142,13 +150,13 @@ class Trainer:
             len(dataset), config.seed, config.batch_size, self.group.rank, self.group.world
         )
         per_epoch = math.ceil(sampler.batches_per_epoch() / config.grad_accum)
-        total, warmup = per_epoch * config.epochs, per_epoch * config.warmup_epochs
+        total, warmup = per_epoch * config.epochs, per_epoch * config.warmup()
 
         def loss_parts(batch: dict[str, Any]) -> Losses:
             images = normalise_pixels(
                 batch["images"].to(self.device), model.config.preprocess, torch.float32
             )
-            scores, student, teacher = net(images, labels)
+            scores, student, teacher = net(images, candidates)
             rank_sum, rank_count = ranking_loss(scores, batch["targets"].to(self.device))
             distill_sum, distill_count = distillation_loss(student, teacher, batch["valid"])
             return {
@@ -180,7 +188,7 @@ class Trainer:
         features = self._features(self.train_data, "train")
         targets = self.train_data.targets.copy()
         targets[features.failed] = 0  # an unreadable image teaches nothing
-        net = self._parallel(Stage2Net(model, model.tokenize(self.train_data.labels)))
+        net = distributed.parallel(Stage2Net(model, self.text_tokens, self.labels), self.group)
         dataset = FeatureRows({"global": features.global_, "patches": features.patches}, targets)
         sampler = EpochSampler(
             len(dataset), config.seed, config.prompt_batch_size, self.group.rank, self.group.world
@@ -215,19 +223,22 @@ class Trainer:
         )
         batches = plan.sampler.batches_per_epoch()
         self.report("epoch_start", stage=plan.stage, epoch=epoch, batches=batches, done=start)
+        plan.net.train()  # what the stage trains; the frozen rest stays in eval mode
         started = time.perf_counter()
         for batch_index, batch in enumerate(loader, start=start):
             if self._stop_due() and batch_index % config.grad_accum == 0:
                 raise StopTraining  # resumed with a --max-steps already reached
-            last_micro = (batch_index + 1) % config.grad_accum == 0
-            last_micro = last_micro or batch_index == batches - 1
+            # A step's micro-batches (the epoch's last step may have fewer): their mean loss.
+            step_start = batch_index - batch_index % config.grad_accum
+            micro_batches = min(config.grad_accum, batches - step_start)
+            last_micro = batch_index == step_start + micro_batches - 1
             self._report_bad_images(plan, batch)
             # Forward, loss, backward; DDP exchanges gradients at a step's last micro-batch.
-            with self._no_sync(plan.net, last_micro):
+            with distributed.no_sync(plan.net, last_micro):
                 with self._autocast():
                     parts = plan.losses(batch)
                 loss, means = global_mean(parts, self.group)
-                self.scaler.scale(loss / config.grad_accum).backward()
+                self.scaler.scale(loss / micro_batches).backward()
             for name, mean in means.items():
                 state.loss_sums[name] = state.loss_sums.get(name, 0.0) + mean
             state.images += int(batch["valid"].sum()) * self.group.world
@@ -288,19 +299,6 @@ class Trainer:
     def _stop_due(self) -> bool:
         limit = self.config.max_steps
         return limit is not None and self.state.total_steps >= limit
-
-    def _parallel(self, net: nn.Module) -> nn.Module:
-        net = net.to(self.device)
-        if not self.group.active:
-            return net
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(net, device_ids=ids)
-
-    def _no_sync(self, net: nn.Module, last_micro: bool) -> Any:
-        """DDP exchanges gradients at the last micro-batch of a step only."""
-        if isinstance(net, nn.parallel.DistributedDataParallel) and not last_micro:
-            return net.no_sync()
-        return nullcontext()
 
     def _report_bad_images(self, plan: StagePlan, batch: dict[str, Any]) -> None:
         if batch["failed"]:
@@ -381,6 +379,7 @@ class Trainer:
             features = self._encode(self.val_data, "val")
         if self.group.main:
             value = train_features.validation_map(
-                self.model, features, self.val_data.labels, self.val_data.targets
+                self.model, features, self.labels, self.val_data.targets
             )
-        return float(distributed.sum_all(torch.tensor(value, dtype=torch.float64), self.group))
+        total = torch.tensor(value, dtype=torch.float64, device=self.device)
+        return float(distributed.sum_all(total, self.group))
