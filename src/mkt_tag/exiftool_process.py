@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from mkt_tag.errors import MktTagError, OutputError
-from mkt_tag.files import temporary_path, write_error
+from mkt_tag.files import fsync_directory, temporary_path, write_error
 
 INSTALL_HINT = (
     "pip install 'mkt-tag[embed]' and install exiftool "
@@ -206,7 +206,7 @@ class ExiftoolProcess:
         finally:
             with contextlib.suppress(OSError):
                 temporary.unlink(missing_ok=True)
-        _fsync_directory(target.parent)
+        fsync_directory(target.parent)
         return _warnings(err, target)
 
     def _packet(self, path: Path) -> bytes | None:
@@ -332,13 +332,3 @@ def _warnings(err: str, path: Path) -> list[str]:
 
 def _version(status: os.stat_result) -> tuple[int, int, int]:
     return status.st_ino, status.st_size, status.st_mtime_ns
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename survive a power cut; not possible everywhere (Windows)
-    with contextlib.suppress(OSError):
-        descriptor = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)

@@ -69,7 +69,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if isinstance(error, OSError):
             raise write_error(path, error) from None
         raise
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -77,7 +77,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     # Makes the rename itself survive a power cut. Not possible everywhere (Windows),
     # and the file is already complete either way, so failures are ignored.
     with contextlib.suppress(OSError):
@@ -112,7 +112,7 @@ def atomic_directory(folder: Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
             folder.rename(old)
         staging.rename(folder)
-        _fsync_directory(folder.parent)
+        fsync_directory(folder.parent)
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

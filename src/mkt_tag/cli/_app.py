@@ -67,6 +67,9 @@ PrecisionOption = Annotated[
     ),
 ]
 CacheDirOption = Annotated[Path | None, typer.Option("--cache-dir", help=CACHE_HELP)]
+RecursiveOption = Annotated[
+    bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")
+]
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:

@@ -28,6 +28,7 @@ from mkt_tag.cli._app import (
     DeviceOption,
     ParallelOption,
     PrecisionOption,
+    RecursiveOption,
     WorkersOption,
     app,
     err,
@@ -118,7 +119,7 @@ def tag(
     sidecar_naming: Naming = typer.Option(
         Naming.full, "--sidecar-naming", help="full: photo.jpg.xmp; stem: photo.xmp."
     ),
-    recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
+    recursive: RecursiveOption = False,
     skip_existing: bool = typer.Option(
         False,
         "--skip-existing",

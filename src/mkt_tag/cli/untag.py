@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
-from mkt_tag.cli._app import app, err, fail
+from mkt_tag.cli._app import RecursiveOption, app, err, fail
 from mkt_tag.errors import EXIT_PARTIAL, MktTagError
 
 
@@ -16,7 +16,7 @@ def untag(
     paths: list[Path] = typer.Argument(
         ..., metavar="PATH", help="Image files and/or folders whose tags to remove."
     ),
-    recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
+    recursive: RecursiveOption = False,
     embed: bool = typer.Option(
         False,
         "--embed",
