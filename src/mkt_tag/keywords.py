@@ -9,11 +9,11 @@ before dc:subject: so every field must hold the whole set, the person's keywords
 as mkt-tag's, or some manager loses some of them.
 
 mkt-tag therefore writes its tags to every field of a photo's metadata, copies the
-person's keywords into the fields that lack them, and records each entry it added and each
-it copied (``Ownership``). Removing its tags removes its own entries, and the copies only
-from a field that holds nothing else (a field that was empty before mkt-tag wrote to it):
-what a person or another program wrote is never removed or reordered, and a copy that a
-manager may since have taken for its own (digiKam rewrites TagsList whole) stays.
+person's keywords into the fields that held none (those a manager may now read first), and
+records each entry it added and each it copied (``Ownership``). Removing its tags removes
+its own entries, and the copies only from a field that holds nothing else: what a person
+or another program wrote is never removed or reordered, and a copy that a manager may
+since have taken for its own (digiKam rewrites TagsList whole) stays.
 
 A label written as a path, ``animal/dog/chihuahua``, is a hierarchical keyword: the path
 goes into the hierarchical fields (under ``root`` when one is given: ``auto|animal|dog``),
@@ -77,12 +77,26 @@ def _entry_path(entry: str, field: KeywordField) -> tuple[str, ...]:
     return tuple(part for part in parts if part)
 
 
+_OTHER_SEPARATOR = {"|": "/", "/": "|"}
+
+
 def _entry(path: Sequence[str], field: KeywordField) -> str:
-    return (field.separator or "").join(path)
+    """``path`` as ``field`` holds it. A level holding the field's separator (``AC/DC`` in
+    TagsList) has it swapped for the other one, as Immich writes it, so it stays one level."""
+    if field.separator is None:
+        return path[-1]
+    other = _OTHER_SEPARATOR[field.separator]
+    return field.separator.join(level.replace(field.separator, other) for level in path)
 
 
 def _key(text: str) -> str:
     return " ".join(text.split()).casefold()
+
+
+def _entry_key(entry: str, field: KeywordField) -> str:
+    """What makes two entries of ``field`` the same keyword: case, spacing and the spaces
+    around separators do not count."""
+    return "\0".join(_key(level) for level in _entry_path(entry, field))
 
 
 def without_owned(fields: Mapping[KeywordField, list[str]], owned: Ownership) -> Fields:
@@ -91,10 +105,10 @@ def without_owned(fields: Mapping[KeywordField, list[str]], owned: Ownership) ->
     them. What a person or another program wrote keeps its order."""
     result: Fields = {}
     for name, entries in fields.items():
-        mine = {_key(entry) for entry in owned.added.get(name, [])}
-        rest = [entry for entry in entries if _key(entry) not in mine]
-        copies = {_key(entry) for entry in owned.copied.get(name, [])}
-        only_copies = all(_key(entry) in copies for entry in rest)
+        mine = {_entry_key(entry, name) for entry in owned.added.get(name, [])}
+        rest = [entry for entry in entries if _entry_key(entry, name) not in mine]
+        copies = {_entry_key(entry, name) for entry in owned.copied.get(name, [])}
+        only_copies = all(_entry_key(entry, name) in copies for entry in rest)
         result[name] = [] if only_copies else rest
     return result
 
@@ -139,25 +153,26 @@ def add_tags(
     result: Fields = {}
     written = Ownership()
     for name, entries in theirs.items():
-        present = {_key(entry) for entry in entries}
+        present = {_entry_key(entry, name) for entry in entries}
         result[name] = list(entries)
-        for wanted, kind in zip(
-            _field_entries(name, copies, tags), ("copied", "added"), strict=True
-        ):
-            for entry in wanted:
-                if _key(entry) not in present:
-                    present.add(_key(entry))
+        # The person's keywords are copied only into a field that holds none: it is the one
+        # a manager may now read first, where it read another field before.
+        groups = [(copies, "copied")] if not entries else []
+        for group, kind in [*groups, (tags, "added")]:
+            for entry in _field_entries(name, group):
+                if (key := _entry_key(entry, name)) not in present:
+                    present.add(key)
                     result[name].append(entry)
                     getattr(written, kind).setdefault(name, []).append(entry)
     return result, written
 
 
 def _field_entries(
-    name: KeywordField,
-    *groups: tuple[list[tuple[str, ...]], list[str]],
-) -> list[list[str]]:
-    """Each group's entries as ``name`` holds them: paths joined by its separator, or the
+    name: KeywordField, group: tuple[list[tuple[str, ...]], list[str]]
+) -> list[str]:
+    """A group's entries as ``name`` holds them: paths joined by its separator, or the
     flat keywords."""
+    paths, flat = group
     if name.separator is None:
-        return [flat for _, flat in groups]
-    return [[_entry(path, name) for path in paths] for paths, _ in groups]
+        return flat
+    return [_entry(path, name) for path in paths]
