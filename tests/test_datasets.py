@@ -100,28 +100,36 @@ def test_mkt_tag_results_files_train_as_they_are(tmp_path, images, suffix):
     }
 
 
+def claimed(sidecar: Path, **extra: object) -> Path:
+    """A JSON sidecar of mkt-tag, corrected by a person who then removed mkt-tag's record:
+    its tags are the person's now (with the record, they are mkt-tag's and never count)."""
+    document = json.loads(sidecar.read_text())
+    document.pop("mkt-tag")
+    sidecar.write_text(json.dumps({**document, **extra}))
+    return sidecar
+
+
 def test_folder_with_json_and_txt_sidecars(tmp_path):
     folder = tmp_path / "photos"
     a = make_photo(folder / "a.jpg", size=(8, 8))
     b = make_photo(folder / "sub" / "b.png", size=(8, 8), seed=1)
     c = make_photo(folder / "c.png", size=(8, 8), seed=2)
-    make_photo(folder / "d.png", size=(8, 8), seed=3)  # no sidecar: no labels
-    write_sidecar(a, [Tag("cat", 0.8), Tag("dog", 0.1)], "json")
+    make_photo(folder / "d.png", size=(8, 8), seed=3)  # no sidecar: no labels, left out
+    claimed(write_sidecar(a, [Tag("cat", 0.8), Tag("dog", 0.1)], "json"))
     write_sidecar(b, [Tag("beach", 0.5)], "txt", naming="stem")
     # A corrected JSON sidecar may also name negatives and unknown labels.
     sidecar = write_sidecar(c, [Tag("dog", 0.5)], "json")
-    document = json.loads(sidecar.read_text())
-    sidecar.write_text(json.dumps({**document, "negatives": ["cat"], "unknown": ["beach"]}))
+    claimed(sidecar, negatives=["cat"], unknown=["beach"])
     loaded = data.load(folder, LABELS, keep_unlabelled=True)
     assert targets_of(loaded) == {
         "a.jpg": [1, 1, -1, -1],
         "b.png": [-1, -1, 1, -1],
         "c.png": [-1, 1, 0, -1],
-        "d.png": [-1, -1, -1, -1],
     }
+    assert loaded.problems.counts == {data.NO_KEYWORDS: 1} and not loaded.problems
     training = data.load(folder, LABELS, keep_unlabelled=False)
     assert len(training) == 3
-    assert training.problems.counts == {data.UNLABELLED: 1}
+    assert training.problems.counts == {data.NO_KEYWORDS: 1}
 
 
 def test_folder_with_a_broken_sidecar_is_reported(tmp_path):
@@ -129,7 +137,7 @@ def test_folder_with_a_broken_sidecar_is_reported(tmp_path):
     a = make_photo(folder / "a.jpg", size=(8, 8))
     make_photo(folder / "b.jpg", size=(8, 8), seed=1)
     (folder / "b.jpg.json").write_text("{not json")
-    write_sidecar(a, [Tag("cat", 0.8)], "json")
+    claimed(write_sidecar(a, [Tag("cat", 0.8)], "json"))
     loaded = data.load(folder, LABELS, keep_unlabelled=False)
     assert [p.name for p in loaded.paths] == ["a.jpg"]
     assert loaded.problems.counts[data.BAD_SIDECAR] == 1

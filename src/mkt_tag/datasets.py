@@ -9,12 +9,13 @@ Three formats, all giving one target per (image, label): +1 positive, -1 negativ
 - JSONL (or a ``.json`` array) with the same fields, as lists or ``|``-joined strings; mkt-tag's
   own results (``"tags": [{"label": ..., "score": ...}]``) work too, so corrected tagging output
   can be trained on;
-- a folder of images with the ``.json`` / ``.txt`` sidecars that ``mkt-tag tag`` writes (a JSON
-  sidecar may also carry ``negatives`` and ``unknown`` lists).
+- a folder: a photo library, each photo's keywords read from its XMP, JSON and TXT sidecars and
+  from the file itself, mkt-tag's own tags left out (``library_labels``).
 
 A label of the vocabulary that a row does not mention is a negative, unless ``unknown`` lists
 it. A label listed twice in one row takes the strongest entry: positive over negative over
-unknown. Paths are relative to the data file's folder, or to ``images_root``.
+unknown. Labels match the vocabulary by name, alias or hierarchy (``library_labels``). Paths
+are relative to the data file's folder, or to ``images_root``.
 
 Why the csv module and not pandas: rows are matched to the vocabulary one by one (no join),
 and a bad row is reported by its line while the rest is kept. ``csv.reader`` gives line
@@ -35,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from mkt_tag.errors import InputFileError
-from mkt_tag.vocab import normalise
+from mkt_tag.library_labels import LabelMatcher, photo_labels, split_labels
+from mkt_tag.vocab import Entry, normalise
 
 PATH_COLUMNS = ("path", "image", "file", "filename")
 LABEL_COLUMNS = ("labels", "tags", "positives")
@@ -49,7 +51,14 @@ DUPLICATE = "duplicate rows (later ones skipped)"
 NO_PATH = "rows without an image path (skipped)"
 UNLABELLED = "rows without a vocabulary label (skipped)"
 UNKNOWN_LABELS = "labels not in the vocabulary (ignored)"
-BAD_SIDECAR = "unreadable sidecars (image kept without labels)"
+AMBIGUOUS = "keywords naming several vocabulary labels (not guessed: those labels unknown)"
+BAD_SIDECAR = "unreadable sidecars or embedded keywords (their keywords not read)"
+# What a photo library's summary says: normal in a library, so no error under ``strict``.
+NO_KEYWORDS = "photos without keywords (left out)"
+OWN_TAGS_ONLY = "photos with only mkt-tag's own tags (left out)"
+NO_MATCH = "photos whose keywords name no vocabulary label (left out)"
+OTHER_KEYWORDS = "keywords not in the vocabulary (ignored)"
+NOTES = (NO_KEYWORDS, OWN_TAGS_ONLY, NO_MATCH, OTHER_KEYWORDS)
 
 
 @dataclass
@@ -68,12 +77,13 @@ class Problems:
     def lines(self) -> list[str]:
         """One line per kind: "12 rows whose image is missing (skipped), e.g. a.jpg, b.jpg"."""
         return [
-            f"{count} {kind}, e.g. {', '.join(self.examples[kind])}"
+            f"{count:,} {kind}, e.g. {', '.join(self.examples[kind])}"
             for kind, count in self.counts.items()
         ]
 
     def __bool__(self) -> bool:
-        return bool(self.counts)
+        """Whether anything is wrong (a library's ``NOTES`` are not)."""
+        return any(kind not in NOTES for kind in self.counts)
 
 
 @dataclass
@@ -109,18 +119,8 @@ class _Row:
     positives: list[str]
     negatives: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
-
-
-def _split(value: Any, separator: str) -> list[str]:
-    """Labels from a cell: a ``separator``-joined string, or a list of strings / tag objects."""
-    if value is None:
-        return []
-    if isinstance(value, list):
-        items = [item.get("label", "") if isinstance(item, dict) else item for item in value]
-        items = [item if isinstance(item, str) else str(item) for item in items]
-    else:
-        items = str(value).split(separator)
-    return [item.strip() for item in items if item and item.strip()]
+    library: bool = False  # a photo of a library: its keywords must name a label to count
+    left_out: str = ""  # why a library photo is not an example (a ``NOTES`` kind); "": it is
 
 
 def _pick(names: Iterable[Any], candidates: Sequence[str]) -> Any | None:
@@ -181,9 +181,9 @@ def _read_table(source: Path, root: Path, separator: str) -> list[_Row]:
         _Row(
             f"{source}:{number}",
             _image_path(root, cell(cells, path_column)),
-            _split(cell(cells, label_column), separator),
-            _split(cell(cells, negatives), separator),
-            _split(cell(cells, unknown), separator),
+            split_labels(cell(cells, label_column), separator),
+            split_labels(cell(cells, negatives), separator),
+            split_labels(cell(cells, unknown), separator),
         )
         for number, cells in records
     ]
@@ -227,41 +227,27 @@ def _read_jsonl(source: Path, root: Path, separator: str) -> list[_Row]:
             _Row(
                 f"{source}:{number}",
                 _image_path(root, record.get(path_key)) if path_key is not None else None,
-                _split(record.get(label_key) if label_key else None, separator),
-                _split(record.get(negative_key) if negative_key else None, separator),
-                _split(record.get(unknown_key) if unknown_key else None, separator),
+                split_labels(record.get(label_key) if label_key else None, separator),
+                split_labels(record.get(negative_key) if negative_key else None, separator),
+                split_labels(record.get(unknown_key) if unknown_key else None, separator),
             )
         )
     return rows
 
 
-def _read_sidecar(image: Path, problems: Problems) -> _Row:
-    """The labels of one image from its JSON (preferred) or TXT sidecar; none without one."""
-    from mkt_tag.errors import MktTagError
-    from mkt_tag.sidecars import read_sidecar_tags, sidecar_path
+def _read_library(folder: Path, problems: Problems) -> list[_Row]:
+    """A row per photo of ``folder`` (recursively): its keywords (``photo_labels``)."""
+    from mkt_tag.images import find_images
 
-    for fmt in ("json", "txt"):
-        candidates = [sidecar_path(image, fmt, naming) for naming in ("full", "stem")]
-        found = next((p for p in candidates if p.is_file()), None)
-        if found is None:
-            continue
-        try:
-            positives = read_sidecar_tags(found, fmt)
-            extra: dict[str, Any] = {}
-            if fmt == "json":
-                document = json.loads(found.read_text(encoding="utf-8-sig"))
-                extra = document if isinstance(document, dict) else {}
-        except (MktTagError, OSError, ValueError) as error:
-            problems.add(BAD_SIDECAR, f"{found} ({getattr(error, 'reason', error)})")
-            return _Row(str(found), image, [])
-        return _Row(
-            str(found),
-            image,
-            positives,
-            _split(extra.get("negatives"), "|"),
-            _split(extra.get("unknown"), "|"),
-        )
-    return _Row(str(image), image, [])
+    rows = []
+    for image in find_images([folder], recursive=True)[0]:
+        found = photo_labels(image)
+        for error in found.errors:
+            problems.add(BAD_SIDECAR, error)
+        why = "" if found else OWN_TAGS_ONLY if found.own_tags else NO_KEYWORDS
+        labels = (found.positives, found.negatives, found.unknown)
+        rows.append(_Row(str(image), image, *labels, library=True, left_out=why))
+    return rows
 
 
 def _identity(path: Path) -> Path:
@@ -275,17 +261,14 @@ def _identity(path: Path) -> Path:
 def read_rows(
     source: Path, images_root: Path | None, separator: str, problems: Problems | None = None
 ) -> list[_Row]:
-    """The records of a data file or sidecar folder, not yet matched to a vocabulary.
+    """The records of a data file or photo library, not yet matched to a vocabulary.
 
     Raises:
         InputFileError: the file is missing, of an unknown kind, or malformed.
     """
     problems = problems if problems is not None else Problems()
     if source.is_dir():
-        from mkt_tag.images import find_images
-
-        images, _ = find_images([source], recursive=True)
-        return [_read_sidecar(image, problems) for image in images]
+        return _read_library(source, problems)
     if not source.exists():
         raise InputFileError(source, "file not found")
     root = images_root if images_root is not None else source.parent
@@ -296,25 +279,27 @@ def read_rows(
         return _read_jsonl(source, root, separator)
     raise InputFileError(
         source,
-        "unknown data format: use .csv, .tsv, .jsonl (or .json) or a folder of "
-        "images with .json/.txt sidecars",
+        "unknown data format: use .csv, .tsv, .jsonl (or .json) or a folder of photos",
     )
 
 
 def load(
     source: str | Path,
-    labels: Sequence[str],
+    labels: Sequence[str | Entry],
     images_root: str | Path | None = None,
     separator: str = "|",
     keep_unlabelled: bool = True,
     strict: bool = False,
 ) -> LabelledImages:
-    """Read a labelled image set against a vocabulary.
+    """Read a labelled image set against a vocabulary: ``labels``, or the vocabulary's
+    entries (``Vocabulary.entries``), whose aliases then match too.
 
     Bad rows (no image path, missing image, duplicate path, no positive label when
     ``keep_unlabelled`` is False) are skipped; labels outside the vocabulary are ignored. All
     are counted in ``problems`` (unknown labels once per distinct label); with ``strict`` any
-    of them is an error instead.
+    of them is an error instead. A folder is a photo library: only photos whose keywords name
+    a vocabulary label are examples; the others are left out and counted in ``problems``
+    (``NOTES``, never an error).
 
     Raises:
         InputFileError: the file cannot be read, nothing usable is left, or ``strict`` and
@@ -324,9 +309,9 @@ def load(
     root = Path(images_root) if images_root is not None else None
     if root is not None and not root.is_dir():
         raise InputFileError(root, "image folder not found")
-    column = {normalise(lab): i for i, lab in enumerate(labels)}
+    matcher = LabelMatcher(labels)
     problems = Problems()
-    unknown_labels: set[str] = set()
+    reported: set[tuple[str, str]] = set()  # (kind, keyword): each reported once
     paths: list[Path] = []
     targets: list[np.ndarray] = []
     seen_paths: set[Path] = set()
@@ -341,15 +326,23 @@ def load(
         if not row.path.is_file():
             problems.add(MISSING, str(row.path))
             continue
-        target = np.full(len(labels), -1, dtype=np.int8)
-        for names, value in ((row.unknown, 0), (row.negatives, -1), (row.positives, 1)):
-            for name in names:
-                index = column.get(normalise(name))
-                if index is not None:
-                    target[index] = value
-                elif normalise(name) not in unknown_labels:
-                    unknown_labels.add(normalise(name))
-                    problems.add(UNKNOWN_LABELS, repr(name))
+        if row.left_out:
+            problems.add(row.left_out, row.where)
+            continue
+        matched = matcher.targets(row.positives, row.negatives, row.unknown)
+        other = OTHER_KEYWORDS if row.library else UNKNOWN_LABELS
+        notes = [(other, name, repr(name)) for name in matched.unmatched]
+        notes += [
+            (AMBIGUOUS, name, f"{name!r} ({', '.join(of)})") for name, of in matched.ambiguous
+        ]
+        for kind, name, example in notes:
+            if (kind, normalise(name)) not in reported:
+                reported.add((kind, normalise(name)))
+                problems.add(kind, example)
+        if row.library and not matched.named:
+            problems.add(NO_MATCH, row.where)
+            continue
+        target = matched.target
         if not (target == 1).any() and not keep_unlabelled:
             problems.add(UNLABELLED, row.where)
             continue
@@ -359,9 +352,9 @@ def load(
     if strict and problems:
         raise InputFileError(source, "bad rows (--strict): " + "; ".join(problems.lines()))
     if not paths:
-        detail = f" ({'; '.join(problems.lines())})" if problems else " (the file has no rows)"
-        raise InputFileError(source, f"no usable labelled images{detail}")
-    return LabelledImages(paths, list(labels), np.stack(targets), source, problems)
+        lines = problems.lines() or ["the file has no rows"]
+        raise InputFileError(source, f"no usable labelled images ({'; '.join(lines)})")
+    return LabelledImages(paths, matcher.labels, np.stack(targets), source, problems)
 
 
 def seeded_split(n_images: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

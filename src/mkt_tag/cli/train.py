@@ -105,7 +105,11 @@ class _Display:
 @app.command()
 def train(
     data: Path | None = typer.Option(
-        None, "--data", "-d", help="Training data: .csv/.tsv/.jsonl or a folder with sidecars."
+        None,
+        "--data",
+        "-d",
+        help="Training data: .csv/.tsv/.jsonl, or a photo folder (its keywords: XMP, IPTC, "
+        "sidecars).",
     ),
     labels: Path | None = typer.Option(
         None, "--labels", "-l", help="Seen vocabulary (label file)."

@@ -13,7 +13,7 @@ data, reports what is wrong with them, and runs the Trainer::
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,7 +115,7 @@ def train(settings: TrainConfig, report: Report | None = None) -> TrainResult:
     if saved is not None and all(stage in saved.done for stage in settings.stages):
         return _result(saved, run_dir, finished=True, already_finished=True)
     vocabulary = vocab.read_labels(settings.labels)
-    train_set, val_set = _load_data(settings, vocabulary.labels)
+    train_set, val_set = _load_data(settings, vocabulary.entries)
     for line in vocabulary.warnings:
         report("warning", message=line)
     for name, loaded in ((settings.data, train_set), (settings.val, val_set)):
@@ -193,8 +193,11 @@ def _run_settings(settings: TrainConfig) -> dict[str, Any]:
     return absolute.to_dict()
 
 
-def _load_data(settings: TrainConfig, labels: list[str]) -> tuple[LabelledImages, LabelledImages]:
-    """Training and validation images; without ``val``, a seeded share of the data."""
+def _load_data(
+    settings: TrainConfig, labels: Sequence[vocab.Entry]
+) -> tuple[LabelledImages, LabelledImages]:
+    """Training and validation images (keywords matched to the labels by name, alias or
+    hierarchy); without ``val``, a seeded share of the data."""
     train_set = datasets.load(
         settings.data,
         labels,
