@@ -167,9 +167,7 @@ def add_tags(
     return result, written
 
 
-def _field_entries(
-    name: KeywordField, group: tuple[list[tuple[str, ...]], list[str]]
-) -> list[str]:
+def _field_entries(name: KeywordField, group: tuple[list[tuple[str, ...]], list[str]]) -> list[str]:
     """A group's entries as ``name`` holds them: paths joined by its separator, or the
     flat keywords."""
     paths, flat = group

@@ -19,6 +19,7 @@ from mkt_tag.evaluate import (
     evaluate_model,
     evaluate_saved_scores,
 )
+from mkt_tag.evaluate.metrics import average_precision
 from tests.cli.test_eval import (
     HAND_SCORES,
     HAND_TARGETS,
@@ -148,6 +149,33 @@ def test_saved_scores_give_the_same_report(both, tmp_path):
     zsl = again.report.row("ZSL")
     assert zsl is not None and zsl.labels == 1
     assert again.scores.unseen.tolist() == [False, True, False, False, False]
+
+
+def test_a_file_without_stream_scores_says_what_its_rows_are(tmp_path):
+    """An old file (format 1) or one saved without stream scores: the ZSL and seen rows come
+    from the fusion over all labels, and the run says so once."""
+    path = save_handmade(tmp_path / "s.npz", HAND_SCORES, HAND_TARGETS, ["a", "b", "c"])
+    with np.load(path) as saved:
+        arrays = {key: saved[key] for key in saved.files}
+    arrays["format"] = np.array(1)
+    np.savez(path, **arrays)
+    (tmp_path / "u.txt").write_text("b\n")
+    warned: list[str] = []
+    result = evaluate_saved_scores(path, unseen=tmp_path / "u.txt", on_warning=warned.append)
+    (note,) = warned
+    assert "fused scores only" in note and "format 1, written before mkt-tag 0.3" in note
+    assert "over all 3 labels" in note and "ZSL and seen rows" in note
+    assert result.report.fusion == "all labels" == result.report.to_json()["fusion"]
+    zsl = result.report.row("ZSL")
+    assert zsl is not None
+    ap = average_precision(np.float32(HAND_SCORES), np.int8(HAND_TARGETS)).ap
+    assert zsl.map == ap[1]  # the column of the scores fused over every label
+    # without unseen labels (or with only unseen ones) every row is all labels: no note
+    warned.clear()
+    evaluate_saved_scores(path, on_warning=warned.append)
+    (tmp_path / "all.txt").write_text("a\nb\nc\n")
+    evaluate_saved_scores(path, unseen=tmp_path / "all.txt", on_warning=warned.append)
+    assert warned == []
 
 
 def test_unseen_labels_not_in_the_vocabulary(both, tmp_path):

@@ -4,6 +4,7 @@ gradient accumulation and the epoch's mean losses."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -112,3 +113,77 @@ def test_epoch_losses_are_means_over_its_batches(photo_set, tmp_path, monkeypatc
     assert row["rank_loss"] == pytest.approx((first + second + last) / 3)
     assert row["loss"] == row["rank_loss"]
     assert row["rank_loss"] != pytest.approx(((first + second) / 2 + last) / 2)  # not by step
+
+
+def all_at_once_map(model_dir: Path, val: Path, labels: list[str]) -> float:
+    """Validation mAP as it was computed before validation streamed: every image's features
+    encoded first, then scored in one call."""
+    from contextlib import nullcontext
+
+    import numpy as np
+
+    from mkt_tag import checkpoints
+    from mkt_tag.evaluate import metrics
+    from mkt_tag.model import ImageFeatures
+    from mkt_tag.train import features as train_features
+    from mkt_tag.train.labels import LabelTexts, plain_entries
+
+    model = checkpoints.load(str(model_dir)).eval()
+    data_set = data.load(val, labels)
+    features = train_features.gather(
+        train_features.encode(
+            model, data_set.paths, 64, 0, torch.device("cpu"), nullcontext, _ignore, "val"
+        )
+    )
+    texts = LabelTexts(plain_entries(labels))
+    with torch.no_grad():
+        candidates = texts.embeddings(model.encode_labels(texts.texts).float())
+        scores = model.score(
+            ImageFeatures(
+                torch.from_numpy(features.global_.astype(np.float32)),
+                torch.from_numpy(features.patches.astype(np.float32)),
+            ),
+            candidates,
+        ).fused
+        scores = texts.label_scores(scores).numpy()
+    targets = data_set.targets.copy()
+    targets[features.failed] = 0
+    return metrics.mean_average_precision(metrics.average_precision(scores, targets).ap)
+
+
+def _ignore(event: str, **details: object) -> None:
+    pass
+
+
+@pytest.mark.parametrize("stage", ["1", "2"])
+def test_validation_scores_one_batch_at_a_time(photo_set, tmp_path, monkeypatch, stage):
+    """Validation holds one batch of features at a time (stage 1: as they are encoded;
+    stage 2: read from the stored ones), and its mAP is the all-at-once one (to 1e-6)."""
+    import weakref
+
+    from mkt_tag.train import features as train_features
+    from tests.train.conftest import write_set
+
+    val = write_set(tmp_path, "val", 10, offset=100)  # 3 batches of 4, 4 and 2 images
+    held: list[int] = []  # per validation batch: how many earlier batches are still alive
+    original = train_features.validation_map
+
+    def watching(model, batches, labels, targets):  # type: ignore[no-untyped-def]
+        alive: list[weakref.ref] = []
+
+        def watched():  # type: ignore[no-untyped-def]
+            for batch in batches:
+                held.append(sum(ref() is not None for ref in alive))
+                alive.append(weakref.ref(batch.patches))
+                yield batch
+
+        return original(model, watched(), labels, targets)
+
+    monkeypatch.setattr(train_features, "validation_map", watching)
+    run = tmp_path / "run"
+    settings = small_run(photo_set, run, val=str(val), stage=stage, epochs=1, prompt_epochs=1)
+    result = train(TrainConfig(**settings))  # type: ignore[arg-type]
+    assert len(held) == 3 and max(held) <= 1  # the loop's last batch, while the next comes
+    labels = vocab.read_labels(photo_set["labels"]).labels
+    expected = all_at_once_map(run / "best", val, labels)
+    assert result.state.best_map == pytest.approx(expected, abs=1e-6)

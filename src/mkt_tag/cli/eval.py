@@ -53,7 +53,8 @@ def evaluate(
         None,
         "--data",
         "-d",
-        help="Labelled images: .csv/.tsv/.jsonl or a folder with sidecars (formats as `train`).",
+        help="Labelled images: .csv/.tsv/.jsonl, or a photo folder (its keywords; formats as "
+        "`train`).",
     ),
     labels: Path | None = typer.Option(
         None, "--labels", "-l", help="Every label to evaluate (label file); the data's columns."
@@ -127,7 +128,9 @@ def evaluate(
     """Measure a model on labelled images: mAP and P/R/F1 at top-K, as in the MKT paper.
 
     Prints one table with a row per group of labels: ZSL (the --unseen labels), GZSL (all
-    labels) and seen (the others); a group without labels has no row. --out writes
+    labels) and seen (the others); a group without labels has no row. Each row is scored
+    with its own labels alone competing, as in the paper (MKT's scores depend on the labels
+    scored together); --calibrate uses all labels, as `tag` does. --out writes
     metrics.json, per_label.csv (AP and positives per label) and report.png. Any model
     `tag` accepts works: a run's best/ folder, an imported checkpoint, or a plain backbone
     (the zero-shot baseline). --calibrate writes per-label thresholds for `tag

@@ -5,9 +5,10 @@
 >>> print(result.report.row("ZSL").map)
 
 The modules, one step each: ``metrics`` (AP, mAP, P/R/F1; pure numpy, on ``ranking``),
-``scores`` (a model's scores on a labelled set, and their ``.npz`` file), ``report`` (the
-ZSL / GZSL / seen rows, metrics.json, per_label.csv), ``calibration`` (per-label
-thresholds), ``plots`` (report.png), and ``job`` (all of them in order, as ``mkt-tag eval``).
+``scores`` (a model's scores on a labelled set, and their ``.npz`` file), ``streams`` (each
+stream's raw scores, fused again over the labels of one row), ``report`` (the ZSL / GZSL /
+seen rows, metrics.json, per_label.csv), ``calibration`` (per-label thresholds), ``plots``
+(report.png), and ``job`` (all of them in order, as ``mkt-tag eval``).
 
 Names are imported on first use: ``train`` imports ``metrics``, which must stay free of
 torch, and a scores file is evaluated without ever loading the model stack.
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     )
     from mkt_tag.evaluate.report import EvalReport, Row, evaluate
     from mkt_tag.evaluate.scores import ScoreSet, load_scores, save_scores, score_images
+    from mkt_tag.evaluate.streams import StreamScores
 
 _LAZY = {
     "CalibrationResult": "mkt_tag.evaluate.job",
@@ -52,6 +54,7 @@ _LAZY = {
     "load_scores": "mkt_tag.evaluate.scores",
     "save_scores": "mkt_tag.evaluate.scores",
     "score_images": "mkt_tag.evaluate.scores",
+    "StreamScores": "mkt_tag.evaluate.streams",
     "Calibration": "mkt_tag.evaluate.calibration",
     "HeldOutCheck": "mkt_tag.evaluate.calibration",
     "ThresholdsWritten": "mkt_tag.evaluate.calibration",
@@ -73,6 +76,7 @@ __all__ = [
     "Row",
     "ScoreSet",
     "ScoringSettings",
+    "StreamScores",
     "ThresholdsWritten",
     "calibrate_thresholds",
     "check_calibration",

@@ -20,6 +20,10 @@ to the candidate above it); ignored (0) entries take no part. Rules:
 ``check_calibration`` chooses thresholds on one part of the images (a seeded split) and
 measures them on the other, against the best global threshold and top-K;
 ``write_calibration`` writes them for ``mkt-tag tag --thresholds`` (``thresholds.py``).
+
+Thresholds are chosen on ``ScoreSet.scores``, fused over the whole vocabulary: the very
+scores ``mkt-tag tag`` compares them with, since it scores every label of its vocabulary
+together (not on the per-row fusion of the ZSL and seen rows, ``ScoreSet.row_scores``).
 """
 
 from __future__ import annotations
@@ -239,7 +243,9 @@ def check_calibration(
         ValueError: too few images for the split.
     """
     calibration_rows, held_rows = seeded_split(len(scores), held_out, seed)
-    fit, test = scores.subset(calibration_rows), scores.subset(held_rows)
+    # the fused scores over all labels only, as ``tag`` sees them: no stream scores copied
+    fit = scores.subset(calibration_rows, streams=False)
+    test = scores.subset(held_rows, streams=False)
     chosen = calibrate_thresholds(
         fit.scores, fit.targets, target_precision=target_precision, min_positives=min_positives
     )

@@ -131,7 +131,7 @@ def evaluate_model(
     """Measure ``model`` on labelled images: mAP and P/R/F1 at top-K, as in the MKT paper.
 
     Args:
-        data: labelled images: .csv/.tsv/.jsonl, or a folder with sidecars (``datasets.py``).
+        data: labelled images: .csv/.tsv/.jsonl, or a photo library (``library_labels.py``).
         labels: every label to evaluate (a label file); the data's columns.
         unseen: a label file naming the labels of ``labels`` the model never trained on (the
             ZSL row); None: no ZSL row.
@@ -157,7 +157,7 @@ def evaluate_model(
     for line in vocabulary.warnings:
         warn(line)
     mask = _unseen_mask(vocabulary.labels, unseen, str(labels), warn)
-    dataset = datasets.load(data, vocabulary.labels, scoring.images, scoring.separator)
+    dataset = datasets.load(data, vocabulary.entries, scoring.images, scoring.separator)
     for line in dataset.problems.lines():
         warn(f"{data}: {line}")
     from mkt_tag.tagging.tagger import Tagger  # torch: only once the inputs are known good
@@ -230,10 +230,23 @@ def evaluate_saved_scores(
         _check_labels(saved, Path(scores), labels)
     if unseen is not None:
         saved.unseen = _unseen_mask(saved.labels, unseen, str(scores), warn)
+    if saved.stream_scores is None and 0 < saved.unseen.sum() < len(saved.labels):
+        warn(_fused_only_note(Path(scores), saved))
     return _finish(saved, str(scores), [], settings, [], warnings)
 
 
 # --- the steps ------------------------------------------------------------------------------
+
+
+def _fused_only_note(path: Path, saved: ScoreSet) -> str:
+    """What a scores file without stream scores cannot give: the rows' own fusion."""
+    when = ", written before mkt-tag 0.3" if saved.format == 1 else ""
+    return (
+        f"{path} holds fused scores only, no per-stream scores (format {saved.format}{when}): "
+        f"its ZSL and seen rows rank scores fused over all {len(saved.labels)} labels, not "
+        "over each row's labels alone as the paper's protocol does; score the images again "
+        "(--data, --save-scores) for those rows"
+    )
 
 
 def _check_outputs(settings: EvalSettings, save_scores: str | Path | None) -> None:

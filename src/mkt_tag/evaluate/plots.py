@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from mkt_tag.evaluate.metrics import precision_recall_curve
 from mkt_tag.evaluate.report import EvalReport
@@ -69,8 +70,9 @@ def write_report_png(
     # with few labels, split them between the panels rather than draw one twice
     best = ranked[: min(n_curves, math.ceil(len(ranked) / 2))]
     worst = ranked[len(best) :][::-1][:n_curves]
-    _curves(figure.add_subplot(grid[1, 0]), report, scores, best, "best labels")
-    _curves(figure.add_subplot(grid[1, 1]), report, scores, worst, "worst labels")
+    columns = _own_row_scores(report, scores, best + worst)
+    _curves(figure.add_subplot(grid[1, 0]), report, columns, scores, best, "best labels")
+    _curves(figure.add_subplot(grid[1, 1]), report, columns, scores, worst, "worst labels")
     summary = ", ".join(
         f"{row.name} mAP {_percent(row.map)}"
         + (f" (ref. {_percent(row.map_reference)})" if row.map_reference is not None else "")
@@ -135,9 +137,33 @@ def _ap_bars(axes: Any, report: EvalReport) -> None:
         axes.set_xticks([])
 
 
-def _curves(axes: Any, report: EvalReport, scores: ScoreSet, labels: list[int], what: str) -> None:
+def _own_row_scores(
+    report: EvalReport, scores: ScoreSet, labels: list[int]
+) -> dict[int, NDArray[Any]]:
+    """Each label's scores in its own row (unseen among the unseen, seen among the seen), as
+    its AP in ``report.ap`` was measured: one fusion per row for all its labels."""
+    found: dict[int, NDArray[Any]] = {}
+    for unseen in (True, False):
+        mine = [i for i in labels if bool(report.unseen[i]) == unseen]
+        if not mine:
+            continue
+        row = np.flatnonzero(report.unseen == unseen)
+        keep = np.searchsorted(row, mine)
+        matrix = scores.row_scores(row, keep)
+        found.update({index: matrix[:, j] for j, index in enumerate(mine)})
+    return found
+
+
+def _curves(
+    axes: Any,
+    report: EvalReport,
+    columns: dict[int, NDArray[Any]],
+    scores: ScoreSet,
+    labels: list[int],
+    what: str,
+) -> None:
     for index, colour in zip(labels, itertools.cycle(CURVE_COLOURS)):
-        curve = precision_recall_curve(scores.scores[:, index], scores.targets[:, index])
+        curve = precision_recall_curve(columns[index], scores.targets[:, index])
         kind = "unseen" if report.unseen[index] else "seen"
         axes.plot(
             np.concatenate([[0.0], curve.recall]),

@@ -3,11 +3,15 @@
 ``evaluate`` gives the ZSL (unseen labels), GZSL (all labels) and seen rows: mAP and micro
 P/R/F1 at top-K (``metrics.py``) -> ``EvalReport``; ``write_metrics`` (``metrics.json``) and
 ``write_per_label`` (``per_label.csv``) save it, ``plots.write_report_png`` draws it.
+
+Each row ranks scores fused over its own labels only (``ScoreSet.row_scores``), as the
+paper's protocol does: the ZSL row is what a vocabulary of the unseen labels alone gives.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -25,6 +29,8 @@ from mkt_tag.evaluate.scores import ScoreSet
 from mkt_tag.files import atomic_write_text
 
 DEFAULT_KS = (3, 5)
+ROW_FUSION = "row labels"  # each row's scores fused over its own labels' candidates
+ALL_FUSION = "all labels"  # a scores file without stream scores: every row reads one fusion
 
 
 def json_number(value: float) -> float | None:
@@ -73,10 +79,12 @@ class EvalReport:
     images: int
     labels: list[str]
     unseen: NDArray[np.bool_]  # per label
-    ap: NDArray[np.float64]  # per label; NaN without positives
+    ap: NDArray[np.float64]  # per label, in its own row (unseen: ZSL, seen: seen); NaN: no +1
+    ap_gzsl: NDArray[np.float64]  # per label, among all labels (the GZSL row's)
     positives: NDArray[np.int64]  # per label: +1 entries
     ks: list[int]
     rows: list[Row]  # ZSL, GZSL, seen; a group without labels has no row
+    fusion: str = ROW_FUSION  # what each row's scores are fused over (ALL_FUSION: old files)
     model: str = ""  # what made the scores
     source: str = ""  # the data (or scores) file, for the record
     failed_images: int = 0  # images of the data that could not be read (not in ``images``)
@@ -95,6 +103,7 @@ class EvalReport:
             "labels": len(self.labels),
             "unseen_labels": int(self.unseen.sum()),
             "ks": list(self.ks),
+            "fusion": self.fusion,
             "rows": {row.name: row.to_json() for row in self.rows},
             **self.extra,
         }
@@ -105,38 +114,57 @@ def evaluate(
 ) -> EvalReport:
     """The ZSL (unseen labels), GZSL (all labels) and seen rows of ``scores``.
 
-    Each row has mAP (the mean over labels with a positive; with ``reference`` also the
-    reference code's mean over all labels) and micro P/R/F1 at each K, restricted to the
-    row's labels (top-K is taken among them). A group without labels gets no row.
+    Each row ranks its labels' scores fused over its labels alone (``ScoreSet.row_scores``;
+    without stream scores, the scores fused over all labels: see ``EvalReport.fusion``).
+    It has mAP (the mean over labels with a positive; with ``reference`` also the reference
+    code's mean over all labels) and micro P/R/F1 at each K, top-K taken among the row's
+    labels. A group without labels gets no row.
     """
     wanted = list(dict.fromkeys(int(k) for k in ks))
-    per_label = average_precision(scores.scores, scores.targets)
     unseen = np.asarray(scores.unseen, dtype=bool)
-    rows = []
+    ap: dict[str, NDArray[np.float64]] = {}  # row name -> each label's AP in it (NaN: not in)
+    positives = np.zeros(unseen.size, dtype=np.int64)
+    rows: list[Row] = []
+    found: dict[bytes, tuple[Row, NDArray[np.float64]]] = {}  # the same labels: one row
     for name, mask in (("ZSL", unseen), ("GZSL", np.ones_like(unseen)), ("seen", ~unseen)):
         columns = np.flatnonzero(mask)
         if columns.size == 0:
             continue
-        ap = per_label.ap[columns]
-        rows.append(
-            Row(
+        if mask.tobytes() not in found:
+            row_scores = scores.row_scores(columns)
+            row_targets = scores.targets[:, columns]
+            per_label = average_precision(row_scores, row_targets)
+            row = Row(
                 name=name,
                 labels=int(columns.size),
-                labels_with_positives=int((per_label.n_positives[columns] > 0).sum()),
-                map=mean_average_precision(ap),
-                map_reference=mean_average_precision(ap, reference=True) if reference else None,
-                at_k=top_k_prf(scores.scores, scores.targets, wanted, labels=columns),
+                labels_with_positives=int((per_label.n_positives > 0).sum()),
+                map=mean_average_precision(per_label.ap),
+                map_reference=(
+                    mean_average_precision(per_label.ap, reference=True) if reference else None
+                ),
+                at_k=top_k_prf(row_scores, row_targets, wanted),
             )
-        )
+            del row_scores, row_targets  # a row's matrices can be large: one at a time
+            label_ap = np.full(unseen.size, np.nan)
+            label_ap[columns] = per_label.ap
+            positives[columns] = per_label.n_positives
+            found[mask.tobytes()] = (row, label_ap)
+        row, ap[name] = found[mask.tobytes()]  # the same labels as an earlier row: its copy
+        rows.append(dataclasses.replace(row, name=name))
+    # each label's AP in its own row: an unseen label's among the unseen (ZSL), a seen one's
+    # among the seen
+    own = np.where(unseen, ap.get("ZSL", np.nan), ap.get("seen", np.nan))
     return EvalReport(
         images=len(scores),
         labels=list(scores.labels),
         unseen=unseen,
-        ap=per_label.ap,
-        positives=per_label.n_positives,
+        ap=own,
+        ap_gzsl=ap["GZSL"] if "GZSL" in ap else np.full(unseen.size, np.nan),
+        positives=positives,
         ks=wanted,
         rows=rows,
         model=scores.model,
+        fusion=ROW_FUSION if scores.stream_scores is not None else ALL_FUSION,
     )
 
 
@@ -147,18 +175,21 @@ def write_metrics(path: str | Path, report: EvalReport) -> None:
 
 
 def write_per_label(path: str | Path, report: EvalReport) -> None:
-    """One CSV row per label, in vocabulary order: label, ap (empty: no positive),
-    positives, kind (seen / unseen)."""
+    """One CSV row per label, in vocabulary order: label, ap (in the label's own row: ZSL or
+    seen; empty: no positive), positives, kind (seen / unseen), ap_gzsl (among all labels)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["label", "ap", "positives", "kind"])
-    for label, ap, positives, unseen in zip(
-        report.labels, report.ap, report.positives, report.unseen, strict=True
+    writer.writerow(["label", "ap", "positives", "kind", "ap_gzsl"])
+    for label, ap, positives, unseen, ap_gzsl in zip(
+        report.labels, report.ap, report.positives, report.unseen, report.ap_gzsl, strict=True
     ):
-        writer.writerow(
-            [label, "" if math.isnan(ap) else repr(float(ap)), int(positives), _kind(unseen)]
-        )
+        writer.writerow([label, _exact(ap), int(positives), _kind(unseen), _exact(ap_gzsl)])
     atomic_write_text(Path(path), buffer.getvalue())
+
+
+def _exact(value: float) -> str:
+    """A float as CSV text that reads back exactly; NaN (undefined) as an empty cell."""
+    return "" if math.isnan(value) else repr(float(value))
 
 
 def _kind(unseen: bool | np.bool_) -> str:

@@ -24,7 +24,7 @@ from mkt_tag.errors import ImageLoadError
 from mkt_tag.files import digest
 from mkt_tag.identity import scores_fingerprint
 from mkt_tag.images import Decoded, ImageFiles, load_image, prepare
-from mkt_tag.model import MKT, ImageFeatures, normalise_pixels
+from mkt_tag.model import MKT, ImageFeatures, fuse, normalise_pixels
 from mkt_tag.results import TagResult
 from mkt_tag.tagging.batches import default_parallel, default_workers, plan_batches, run_batches
 from mkt_tag.tagging.caches import FeatureCache, LabelCache, open_caches
@@ -36,6 +36,11 @@ from mkt_tag.vocab import Entry
 # product's rounding can depend on its number of rows, so an image's scores would otherwise
 # depend on which images share its batch (cached ones, or a batch plan of other sizes).
 SCORE_ROWS = 8
+# Label candidates are scored in blocks of exactly this many (the last one padded), for the
+# same reason: a label's raw stream scores then do not depend on which other labels are
+# scored with it, so `mkt-tag eval` can fuse them again over some of the labels and get what
+# a vocabulary of those labels alone gives, bit for bit.
+SCORE_COLUMNS = 64
 
 
 @dataclass
@@ -45,6 +50,10 @@ class ScoredBatch:
     indices: list[int]  # positions in the paths given
     scores: np.ndarray  # len(indices) x labels
     failed: list[ImageLoadError]
+    # With ``score_files(streams=True)``: each stream's raw scores, len(indices) x candidates
+    # (``LabelSet.owner`` says whose), before normalisation and fusion; else None.
+    global_scores: np.ndarray | None = None
+    local_scores: np.ndarray | None = None
 
 
 class Tagger:
@@ -117,13 +126,14 @@ class Tagger:
 
     def score_arrays(self, arrays: Sequence[np.ndarray], labels: LabelSet) -> np.ndarray:
         """Per-label scores (N x L) for preprocessed uint8 images."""
-        return self._forward(arrays, labels)[0]
+        return self._forward(arrays, labels)[0].scores
 
     @torch.inference_mode()
     def _forward(
-        self, arrays: Sequence[np.ndarray], labels: LabelSet
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Scores, and with the feature cache on the float16 features to store in it.
+        self, arrays: Sequence[np.ndarray], labels: LabelSet, streams: bool = False
+    ) -> tuple[ScoredBatch, np.ndarray | None]:
+        """Scores (a batch without indices; each stream's too with ``streams``), and with the
+        feature cache on the float16 features to store in it.
 
         Features are rounded to float16, as the feature cache stores them, and scored as
         rounded whether the cache is on or not: a run filling the cache, one reading it and
@@ -135,27 +145,68 @@ class Tagger:
         tokens = torch.cat([features.global_[:, None], features.patches], dim=1)
         tokens = tokens.to(torch.float16)
         rows = tokens.cpu().numpy() if self.feature_cache is not None else None
-        return self._score_tokens(tokens, labels), rows
+        return self._score_tokens(tokens, labels, streams), rows
 
     @torch.inference_mode()
     def score_features(self, features: ImageFeatures, labels: LabelSet) -> np.ndarray:
         """Per-label scores (N x L) from projected image features."""
-        candidates = self.model.score(features, labels.embeddings).fused.float().cpu().numpy()
-        return labels.label_scores(candidates)
+        return self._label_scores(*self._stream_scores(features, labels), labels)
 
-    def _score_cached(self, tokens: Sequence[np.ndarray], labels: LabelSet) -> np.ndarray:
-        return self._score_tokens(torch.from_numpy(np.stack(tokens)).to(self.device), labels)
+    def _label_scores(
+        self, global_scores: torch.Tensor, local: torch.Tensor, labels: LabelSet
+    ) -> np.ndarray:
+        """MKT's fusion over every candidate of ``labels``, then each label's best candidate."""
+        candidates = fuse(global_scores, local, self.model.config.streams)
+        return labels.label_scores(candidates.float().cpu().numpy())
 
-    def _score_tokens(self, tokens: torch.Tensor, labels: LabelSet) -> np.ndarray:
-        """Scores of float16 tokens (N x (1 + patches) x D), in chunks of ``SCORE_ROWS``."""
-        out = []
+    def _stream_scores(
+        self, features: ImageFeatures, labels: LabelSet
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each stream's raw scores (N x candidates), candidates in blocks of exactly
+        ``SCORE_COLUMNS``."""
+        global_scores, local = [], []
+        for start in range(0, len(labels.embeddings), SCORE_COLUMNS):
+            block = labels.embeddings[start : start + SCORE_COLUMNS]
+            columns = len(block)
+            if columns < SCORE_COLUMNS:
+                block = torch.cat([block, block.new_zeros(SCORE_COLUMNS - columns, block.shape[1])])
+            scores = self.model.score(features, block)
+            global_scores.append(scores.global_[:, :columns])
+            local.append(scores.local[:, :columns])
+        if not global_scores:  # no label
+            empty = features.global_.new_zeros((len(features.global_), 0))
+            return empty, empty
+        return torch.cat(global_scores, dim=1), torch.cat(local, dim=1)
+
+    def _score_cached(
+        self, tokens: Sequence[np.ndarray], labels: LabelSet, streams: bool = False
+    ) -> ScoredBatch:
+        stacked = torch.from_numpy(np.stack(tokens)).to(self.device)
+        return self._score_tokens(stacked, labels, streams)
+
+    @torch.inference_mode()
+    def _score_tokens(
+        self, tokens: torch.Tensor, labels: LabelSet, streams: bool = False
+    ) -> ScoredBatch:
+        """Scores of float16 tokens (N x (1 + patches) x D), in chunks of ``SCORE_ROWS``; with
+        ``streams``, each stream's raw scores too. The batch has no indices yet."""
+        scores, global_scores, local = [], [], []
         for start in range(0, len(tokens), SCORE_ROWS):
             chunk = tokens[start : start + SCORE_ROWS].float()
             rows = len(chunk)
             if rows < SCORE_ROWS:
                 chunk = torch.cat([chunk, chunk.new_zeros(SCORE_ROWS - rows, *chunk.shape[1:])])
-            out.append(self.score_features(ImageFeatures(chunk[:, 0], chunk[:, 1:]), labels)[:rows])
-        return np.concatenate(out) if out else np.zeros((0, len(labels.labels)), np.float32)
+            features = ImageFeatures(chunk[:, 0], chunk[:, 1:])
+            chunk_global, chunk_local = self._stream_scores(features, labels)
+            scores.append(self._label_scores(chunk_global, chunk_local, labels)[:rows])
+            if streams:
+                global_scores.append(chunk_global[:rows].float().cpu().numpy())
+                local.append(chunk_local[:rows].float().cpu().numpy())
+        batch = ScoredBatch([], _rows(scores, len(labels.labels)), [])
+        if streams:
+            batch.global_scores = _rows(global_scores, len(labels.owner))
+            batch.local_scores = _rows(local, len(labels.owner))
+        return batch
 
     def scores(
         self,
@@ -213,20 +264,23 @@ class Tagger:
         batch_size: int = 16,
         workers: int | None = None,
         parallel: int | None = None,
+        streams: bool = False,
     ) -> Iterator[ScoredBatch]:
         """Score files batch by batch, in order; a bad file never stops the run.
 
         ``parallel`` batches run at once (default: ``default_parallel``), each decoded by
         its own thread or by ``workers`` processes (default: ``default_workers``); see
         ``mkt_tag.tagging.batches``. Images in the feature cache come first and skip decoding and
-        the image model. Every path appears in exactly one batch, scored or failed.
+        the image model. Every path appears in exactly one batch, scored or failed. With
+        ``streams``, each batch also holds each stream's raw scores per label candidate.
         """
         cached = self.feature_cache.get(self.image_key, paths) if self.feature_cache else {}
         hits = sorted(cached)
         for start in range(0, len(hits), batch_size):
             chunk = hits[start : start + batch_size]
-            scores = self._score_cached([cached[i] for i in chunk], labels)
-            yield _finite_only(ScoredBatch(chunk, scores, []), None, paths)[0]
+            batch = self._score_cached([cached[i] for i in chunk], labels, streams)
+            batch.indices = chunk
+            yield _finite_only(batch, None, paths)[0]
         todo = [index for index in range(len(paths)) if index not in cached]
         if not todo:
             return
@@ -242,12 +296,11 @@ class Tagger:
                 for i, array, reason in items
                 if array is None
             ]
-            scores, tokens = (
-                self._forward([array for _, array in good], labels)
-                if good
-                else (np.zeros((0, len(labels.labels)), np.float32), None)
-            )
-            batch = ScoredBatch([index for index, _ in good], scores, failed)
+            if good:
+                batch, tokens = self._forward([array for _, array in good], labels, streams)
+            else:  # every image failed: an empty batch of the right widths
+                batch, tokens = self._score_tokens(torch.zeros(0), labels, streams), None
+            batch.indices, batch.failed = [index for index, _ in good], failed
             return _finite_only(batch, tokens, paths)
 
         plan = plan_batches(len(todo), batch_size, parallel)
@@ -296,5 +349,12 @@ def _finite_only(
         [index for index, ok in zip(batch.indices, finite, strict=True) if ok],
         batch.scores[finite],
         batch.failed + failed,
+        None if batch.global_scores is None else batch.global_scores[finite],
+        None if batch.local_scores is None else batch.local_scores[finite],
     )
     return kept, tokens[finite] if tokens is not None else None
+
+
+def _rows(parts: list[np.ndarray], columns: int) -> np.ndarray:
+    """Row blocks stacked; no block: 0 rows of ``columns``."""
+    return np.concatenate(parts) if parts else np.zeros((0, columns), np.float32)

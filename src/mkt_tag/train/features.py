@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,17 @@ class StoredFeatures:
     failed: list[int]
 
 
+@dataclass
+class FeatureBatch:
+    """One batch of ``encode`` (or of stored features): float16 global (B x D) and
+    patch (B x P x D) features of consecutive images, and which of them failed (their rows
+    in the whole set; their features are zeros)."""
+
+    global_: np.ndarray
+    patches: np.ndarray
+    failed: list[int]
+
+
 def weights_fingerprint(module: nn.Module) -> str:
     """A hash of every tensor of ``module``: features are only reused for the same weights."""
     digest = hashlib.sha1()
@@ -59,8 +70,9 @@ def encode(
     autocast: Callable[[], AbstractContextManager[Any]],
     report: Report,
     name: str,
-) -> StoredFeatures:
-    """Features of every image; a file that cannot be read gets zeros, listed in ``failed``."""
+) -> Iterator[FeatureBatch]:
+    """Features of every image, batch by batch in order (only one batch in memory at once);
+    a file that cannot be read gets zeros, listed in its batch's ``failed``."""
     model.eval()
     preprocess = model.config.preprocess
     loader = torch.utils.data.DataLoader[Decoded](
@@ -69,15 +81,11 @@ def encode(
         num_workers=workers,
         collate_fn=list,
     )
-    globals_: list[np.ndarray] = []
-    patches: list[np.ndarray] = []
-    failed: list[int] = []
     blank = np.zeros((preprocess.image_size, preprocess.image_size, 3), np.uint8)
     report("features_start", name=name, images=len(paths))
     for items in loader:
         bad = [(index, reason) for index, array, reason in items if array is None]
         if bad:
-            failed += [index for index, _ in bad]
             report(
                 "bad_images",
                 paths=[str(paths[i]) for i, _ in bad],
@@ -87,10 +95,33 @@ def encode(
         batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(device)
         with autocast():
             features = model.encode_images(normalise_pixels(batch, preprocess, torch.float32))
-        globals_.append(features.global_.float().cpu().numpy().astype(np.float16))
-        patches.append(features.patches.float().cpu().numpy().astype(np.float16))
+        yield FeatureBatch(
+            features.global_.float().cpu().numpy().astype(np.float16),
+            features.patches.float().cpu().numpy().astype(np.float16),
+            [index for index, _ in bad],
+        )
         report("features_step", name=name, images=len(items))
-    return StoredFeatures(np.concatenate(globals_), np.concatenate(patches), failed)
+
+
+def gather(batches: Iterable[FeatureBatch]) -> StoredFeatures:
+    """Every batch's features in one array each (stage 2 stores them)."""
+    parts = list(batches)
+    return StoredFeatures(
+        np.concatenate([batch.global_ for batch in parts]),
+        np.concatenate([batch.patches for batch in parts]),
+        [index for batch in parts for index in batch.failed],
+    )
+
+
+def stored_batches(features: StoredFeatures, batch_size: int) -> Iterator[FeatureBatch]:
+    """Stored (memory-mapped) features, ``batch_size`` images at a time."""
+    for start in range(0, len(features.global_), batch_size):
+        stop = start + batch_size
+        yield FeatureBatch(
+            features.global_[start:stop],
+            features.patches[start:stop],
+            [index for index in features.failed if start <= index < stop],
+        )
 
 
 def cached(
@@ -142,21 +173,32 @@ def _paths(folder: Path, name: str) -> dict[str, Path]:
 
 @torch.inference_mode()
 def validation_map(
-    model: MKT, features: StoredFeatures, labels: LabelTexts, targets: np.ndarray
+    model: MKT, batches: Iterable[FeatureBatch], labels: LabelTexts, targets: np.ndarray
 ) -> float:
     """mAP over the labels with a validation positive, scored as `eval` scores them (each
-    label's phrasings and aliases); unreadable images left out."""
+    label's phrasings and aliases); unreadable images left out.
+
+    ``batches`` (``encode``, ``stored_batches``) cover the images in order; each is
+    scored as it comes and let go, so memory holds one batch of features and the N x labels
+    scores, however large the validation set.
+    """
     device = model.visual.proj.device
     candidates = labels.embeddings(model.encode_labels(labels.texts).float())
-    scores = model.score(
-        ImageFeatures(
-            torch.from_numpy(np.asarray(features.global_, np.float32)).to(device),
-            torch.from_numpy(np.asarray(features.patches, np.float32)).to(device),
-        ),
-        candidates,
-    ).fused
-    scores = labels.label_scores(scores)
+    scores = np.zeros((len(targets), len(labels)), dtype=np.float32)
     targets = targets.copy()
-    targets[features.failed] = 0
-    per_label = metrics.average_precision(scores.cpu().numpy(), targets)
+    row = 0
+    for batch in batches:
+        fused = model.score(
+            ImageFeatures(
+                torch.from_numpy(np.asarray(batch.global_, np.float32)).to(device),
+                torch.from_numpy(np.asarray(batch.patches, np.float32)).to(device),
+            ),
+            candidates,
+        ).fused
+        scores[row : row + len(batch.global_)] = labels.label_scores(fused).float().cpu().numpy()
+        targets[batch.failed] = 0
+        row += len(batch.global_)
+    if row != len(targets):
+        raise ValueError(f"features of {row} images for {len(targets)} targets")
+    per_label = metrics.average_precision(scores, targets)
     return metrics.mean_average_precision(per_label.ap)

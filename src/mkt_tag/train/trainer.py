@@ -11,7 +11,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -354,11 +354,13 @@ class Trainer:
             "preprocess": dataclasses.asdict(self.model.config.preprocess),
         }
         if self.group.main:
-            train_features.cached(folder, name, key, lambda: self._encode(data, name))
+            train_features.cached(
+                folder, name, key, lambda: train_features.gather(self._encode(data, name))
+            )
         distributed.barrier(self.group)
         return train_features.read(folder, name)
 
-    def _encode(self, data: LabelledImages, name: str) -> train_features.StoredFeatures:
+    def _encode(self, data: LabelledImages, name: str) -> Iterator[train_features.FeatureBatch]:
         return train_features.encode(
             self.model,
             data.paths,
@@ -371,15 +373,18 @@ class Trainer:
         )
 
     def _validate(self, stage: int) -> float:
-        """mAP on the validation set (seen labels); the same value on every process."""
+        """mAP on the validation set (seen labels); the same value on every process. Scored
+        batch by batch: memory holds one batch of features, never the whole set's."""
         value = 0.0
+        batches: Iterable[train_features.FeatureBatch] = ()
         if stage == 2:  # frozen vision side: the features of every epoch are the same
-            features = self._features(self.val_data, "val")
+            stored = self._features(self.val_data, "val")
+            batches = train_features.stored_batches(stored, self.config.batch_size)
         elif self.group.main:
-            features = self._encode(self.val_data, "val")
+            batches = self._encode(self.val_data, "val")  # each batch scored, then let go
         if self.group.main:
             value = train_features.validation_map(
-                self.model, features, self.labels, self.val_data.targets
+                self.model, batches, self.labels, self.val_data.targets
             )
         total = torch.tensor(value, dtype=torch.float64, device=self.device)
         return float(distributed.sum_all(total, self.group))
