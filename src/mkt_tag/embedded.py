@@ -34,10 +34,9 @@ from mkt_tag.exiftool_process import (
     IptcChange,
 )
 from mkt_tag.keywords import IPTC_KEYWORDS, Fields, Ownership, add_tags, without_owned
-from mkt_tag.records import RECORD_NAMESPACE, Record, RunIdentity
+from mkt_tag.records import NEW, STALE, Record, RunIdentity, labels_by_score
 from mkt_tag.results import MalformedFileError, Tag
-from mkt_tag.sidecars import CURRENT, NEW, STALE
-from mkt_tag.xmp import XmpDocument
+from mkt_tag.xmp import XmpDocument, record_state
 
 # exiftool's FileType of each format mkt-tag writes into: whether it carries IPTC.
 FORMATS = {"JPEG": True, "TIFF": True, "DNG": True, "HEIC": False, "HEIF": False}
@@ -133,10 +132,9 @@ class EmbeddedMetadata:
         xmp = _document(path, found)
         previous = xmp.record
         if keep and previous is not None:
-            new = {tag.label for tag in tags}
-            tags = [*tags, *(tag for tag in previous.tags if tag.label not in new)]
+            tags = previous.kept_with(tags)
         before = _fields(xmp, found, has_iptc)
-        labels = [tag.label for tag in sorted(tags, key=lambda tag: -tag.score)]
+        labels = labels_by_score(tags)
         owned = previous.owned if previous else Ownership()
         after, written = add_tags(before, owned, labels, tag_root)
         change = EmbedChange(path, labels=[tag.label for tag in tags])
@@ -189,18 +187,7 @@ def _target(path: Path) -> Path:
 def _state(found: FileMetadata | None, run: RunIdentity, tag_root: str) -> str:
     if found is None:
         return STALE
-    data = found.xmp
-    if not data or RECORD_NAMESPACE.encode() not in data:
-        return NEW
-    if run.fingerprint.encode() not in data:  # most files: no need to parse
-        return STALE
-    try:
-        record = XmpDocument(data).record
-    except MalformedFileError:
-        return STALE
-    if record is None:
-        return NEW
-    return CURRENT if record.is_current(run, tag_root) else STALE
+    return record_state(found.xmp, run, tag_root) if found.xmp else NEW
 
 
 def _check_format(path: Path, found: FileMetadata) -> bool:

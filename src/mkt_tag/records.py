@@ -23,6 +23,7 @@ from mkt_tag.vocab import Entry
 
 RECORD_NAMESPACE = "http://ns.mkt-tag.org/xmp/1.0/"  # an identifier, never fetched
 RECORD_PREFIX = "mkttag"
+NEW, STALE, CURRENT = "new", "stale", "current"  # what a run finds in an image's outputs
 
 
 def vocabulary_fingerprint(entries: Sequence[Entry]) -> str:
@@ -43,6 +44,9 @@ class RunIdentity:
     @property
     def fingerprint(self) -> str:
         return digest("run", self.model_fingerprint or self.model, self.vocabulary, self.selection)
+
+
+ANONYMOUS_RUN = RunIdentity("", "", "", "")  # tags written, or judged, without a known run
 
 
 @dataclass
@@ -81,3 +85,21 @@ class Record:
     def is_current(self, run: RunIdentity, tag_root: str = "") -> bool:
         """Whether ``run`` would write the tags this record describes."""
         return self.run == run.fingerprint and self.tag_root == tag_root
+
+    def kept_with(self, tags: Sequence[Tag]) -> list[Tag]:
+        """``tags``, then this record's tags of other labels (``--append``)."""
+        new = {tag.label for tag in tags}
+        return [*tags, *(tag for tag in self.tags if tag.label not in new)]
+
+
+def state(record: Record | None, run: RunIdentity, tag_root: str = "") -> str:
+    """What ``record`` says of an output: NEW without one, CURRENT when ``run`` wrote it
+    under ``tag_root``, else STALE."""
+    if record is None:
+        return NEW
+    return CURRENT if record.is_current(run, tag_root) else STALE
+
+
+def labels_by_score(tags: Sequence[Tag]) -> list[str]:
+    """The labels of ``tags``, best first: the order mkt-tag adds keywords in."""
+    return [tag.label for tag in sorted(tags, key=lambda tag: -tag.score)]

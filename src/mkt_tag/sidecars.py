@@ -25,18 +25,25 @@ from mkt_tag.keywords import (
     person_paths,
     without_owned,
 )
-from mkt_tag.records import Record, RunIdentity
+from mkt_tag.records import (
+    ANONYMOUS_RUN,
+    CURRENT,
+    NEW,
+    STALE,
+    Record,
+    RunIdentity,
+    labels_by_score,
+    state,
+)
 from mkt_tag.results import MalformedFileError, Tag, label_and_score
 from mkt_tag.sidecar_paths import (
     SIDECAR_FORMATS,
     sidecar_path,
 )
-from mkt_tag.xmp import XmpDocument
+from mkt_tag.xmp import XmpDocument, record_state
 
-NEW, STALE, CURRENT = "new", "stale", "current"  # what a run finds in an image's outputs
 _JSON_RECORD = "mkt-tag"  # the key of mkt-tag's record in a JSON sidecar
 _JSON_LABELS = KeywordField("labels", None)  # a JSON sidecar's one list of labels
-_ANONYMOUS = RunIdentity("", "", "", "")  # the run of tags written without one
 
 
 def write_sidecar(
@@ -67,7 +74,7 @@ def write_sidecar(
             text = _txt_sidecar(existing, tags, keep)
         else:
             update = _json_update if fmt == "json" else _xmp_update
-            text = update(existing, tags, run or _ANONYMOUS, tag_root, keep)
+            text = update(existing, tags, run or ANONYMOUS_RUN, tag_root, keep)
     except MalformedFileError as error:
         raise _cannot_update(path, error) from None
     atomic_write_text(path, text)
@@ -144,15 +151,14 @@ def sidecar_state(image: Path, fmt: str, naming: str, run: RunIdentity, tag_root
         return STALE  # writing it will say what is wrong
     if fmt == "txt":
         return CURRENT
-    if run.fingerprint.encode() not in data:  # most files: no need to parse
-        return STALE if _JSON_RECORD.encode() in data or b"mkttag" in data else NEW
+    if fmt == "xmp":
+        return record_state(data, run, tag_root)
+    if _JSON_RECORD.encode() not in data:
+        return NEW
     try:
-        record = _json_document(data)[1] if fmt == "json" else XmpDocument(data).record
+        return state(_json_document(data)[1], run, tag_root)
     except MalformedFileError:
         return STALE
-    if record is None:
-        return NEW
-    return CURRENT if record.is_current(run, tag_root) else STALE
 
 
 def read_sidecar_tags(path: Path, fmt: str) -> list[str]:
@@ -248,7 +254,7 @@ def _xmp_update(
     previous = xmp.record
     tags = _with_previous(tags, previous, keep)
     owned = previous.owned if previous else Ownership()
-    fields, written = add_tags(xmp.fields(), owned, _labels(tags), root)
+    fields, written = add_tags(xmp.fields(), owned, labels_by_score(tags), root)
     xmp.update(fields, Record.of(run, tags, written, root))
     return xmp.to_text()
 
@@ -259,7 +265,7 @@ def _json_update(
     document, previous = _json_document(existing) if existing is not None else ({}, None)
     tags = _with_previous(tags, previous, keep)
     owned = previous.owned if previous else Ownership()
-    fields, written = add_tags({_JSON_LABELS: _json_labels(document)}, owned, _labels(tags))
+    fields, written = add_tags({_JSON_LABELS: _json_labels(document)}, owned, labels_by_score(tags))
     scores = {tag.label: tag.score for tag in tags}
     entries = {_tag_label(entry): entry for entry in document.get("tags", [])}
     ours = set(written.added.get(_JSON_LABELS, []))
@@ -274,14 +280,7 @@ def _json_update(
 
 
 def _with_previous(tags: list[Tag], previous: Record | None, keep: bool) -> list[Tag]:
-    if not keep or previous is None:
-        return tags
-    new = {tag.label for tag in tags}
-    return [*tags, *(tag for tag in previous.tags if tag.label not in new)]
-
-
-def _labels(tags: list[Tag]) -> list[str]:
-    return [tag.label for tag in sorted(tags, key=lambda tag: -tag.score)]
+    return previous.kept_with(tags) if keep and previous is not None else tags
 
 
 def _tag_label(entry: Any) -> str:

@@ -28,7 +28,15 @@ from mkt_tag.keywords import (
     KeywordField,
     Ownership,
 )
-from mkt_tag.records import RECORD_NAMESPACE, RECORD_PREFIX, Record
+from mkt_tag.records import (
+    NEW,
+    RECORD_NAMESPACE,
+    RECORD_PREFIX,
+    STALE,
+    Record,
+    RunIdentity,
+    state,
+)
 from mkt_tag.results import MalformedFileError, Tag
 
 _X = "adobe:ns:meta/"
@@ -173,6 +181,20 @@ class XmpDocument:
         ET.indent(self.root, space=" ")
         text = ET.tostring(self.root, encoding="unicode")
         return '<?xml version="1.0" encoding="UTF-8"?>\n' + text + "\n"
+
+
+def record_state(data: bytes, run: RunIdentity, tag_root: str = "") -> str:
+    """What the XMP ``data`` says of ``run``'s tags (``records.state``); a record that
+    cannot be read is STALE (writing will say what is wrong). Most documents are judged
+    without parsing: no record, or another run's fingerprint."""
+    if RECORD_NAMESPACE.encode() not in data:
+        return NEW
+    if run.fingerprint.encode() not in data:
+        return STALE
+    try:
+        return state(XmpDocument(data).record, run, tag_root)
+    except MalformedFileError:
+        return STALE
 
 
 # --- mkt-tag's record -----------------------------------------------------------------

@@ -28,10 +28,9 @@ from mkt_tag import hub, identity
 from mkt_tag.errors import ImageLoadError, InputFileError, MktTagError, OutputError
 from mkt_tag.files import remove_stale_temporaries
 from mkt_tag.images import scan_inputs
-from mkt_tag.records import RunIdentity, vocabulary_fingerprint
+from mkt_tag.records import CURRENT, NEW, STALE, RunIdentity, vocabulary_fingerprint
 from mkt_tag.results import ResultsFile, TagResult
 from mkt_tag.sidecar_paths import SIDECAR_FORMATS
-from mkt_tag.sidecars import CURRENT, NEW, STALE
 from mkt_tag.tagging.outputs import Outputs, shared_sidecars
 from mkt_tag.tagging.selection import Selection
 from mkt_tag.vocab import Entry

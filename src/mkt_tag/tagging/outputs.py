@@ -16,15 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mkt_tag.errors import OutputError
-from mkt_tag.records import RunIdentity
+from mkt_tag.records import ANONYMOUS_RUN, CURRENT, NEW, STALE, RunIdentity
 from mkt_tag.results import ResultsFile, TagResult, image_key
 from mkt_tag.sidecar_paths import sidecar_collisions, sidecar_path
-from mkt_tag.sidecars import CURRENT, NEW, STALE, sidecar_state, write_sidecar
+from mkt_tag.sidecars import sidecar_state, write_sidecar
 
 if TYPE_CHECKING:  # exiftool: needed only by runs that embed
     from mkt_tag.embedded import EmbedChange, EmbeddedMetadata
-
-_ANONYMOUS = RunIdentity("", "", "", "")  # judges outputs when the run is unknown
 
 
 class SharedSidecarError(OutputError):
@@ -79,7 +77,7 @@ class Outputs:
             return dict.fromkeys(images, NEW)
         done = self.results.done() if self.results is not None else {}
         run = self.identity() if self._any_output(images, done) else None
-        judge = run or _ANONYMOUS  # nothing can be current for an unknown run
+        judge = run or ANONYMOUS_RUN  # nothing can be current for an unknown run
         found: dict[Path, list[str]] = {image: [] for image in images}
         for image in images:
             if self.results is not None:
@@ -149,7 +147,7 @@ class Outputs:
         if self.embedded is None or not self._embeds(result.path):
             return []
         change = self.embedded.write(
-            result.path, result.tags, run or _ANONYMOUS, self.tag_root, self.keep, self.dry_run
+            result.path, result.tags, run or ANONYMOUS_RUN, self.tag_root, self.keep, self.dry_run
         )
         if self.dry_run:
             self.changes.append(change)
