@@ -410,3 +410,37 @@ def test_eval_outputs_that_cannot_be_written_fail_before_scoring(tmp_path, where
     assert str(target[where]) in result.stderr and "cannot write" in result.stderr
     assert "not in the cache" not in result.stderr  # the model was never loaded
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# --- issue 14: a library other programs write to ------------------------------------------
+
+
+def test_a_sidecar_of_another_program_is_not_done_and_keeps_its_keywords(
+    tmp_path: Path, label_file
+):
+    """Fault (issue 14): a darktable sidecar counted as done (`tagged 0, skipped 1`, exit 0),
+    `--overwrite` deleted the person's keywords, and only dc:subject was written, which
+    Immich does not read. Uses only the command line and exiftool, so it runs on any
+    version."""
+    import json
+    import shutil
+    import subprocess
+
+    photos = tmp_path / "photos"
+    make_photo(photos / "a.jpg")
+    sidecar = photos / "a.jpg.xmp"
+    shutil.copy(Path(__file__).parents[1] / "data" / "library" / "darktable.jpg.xmp", sidecar)
+    first = tag(photos, "--labels", label_file, "--sidecar", "xmp", "-k", "2")
+    assert first.exit_code == 0, first.output
+    assert "tagged 1" in first.stderr
+    again = tag(photos, "--labels", label_file, "--sidecar", "xmp", "-k", "2", "--overwrite")
+    assert again.exit_code == 0, again.output
+    fields = ["-XMP-dc:Subject", "-XMP-lr:HierarchicalSubject", "-XMP-digiKam:TagsList"]
+    read = subprocess.run(
+        ["exiftool", "-j", "-G1", *fields, str(sidecar)], check=True, capture_output=True
+    )
+    found = json.loads(read.stdout)[0]
+    assert "holiday" in found["XMP-dc:Subject"]  # the person's, kept
+    assert "places|France|Paris" in found["XMP-lr:HierarchicalSubject"]
+    assert "places/France/Paris" in found["XMP-digiKam:TagsList"]  # what Immich reads first
+    assert len(found["XMP-digiKam:TagsList"]) > 3  # and mkt-tag's tags with them
