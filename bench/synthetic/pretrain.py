@@ -1,7 +1,9 @@
 """Pretrain a tiny CLIP on the synthetic world's captions, and measure its zero-shot ability.
 
 The model is an open_clip ``CLIP`` from a custom config (below): a ViT with class-token
-pooling over 8-pixel patches of 64-pixel images and a small causal text transformer with
+pooling over an 8x8 grid of patches (8-pixel patches of the large-object world's 64-pixel
+images, 16-pixel ones of the small-object world's 128-pixel images) and a small causal text
+transformer with
 open_clip's ``SimpleTokenizer`` vocabulary (49,408 tokens). It is trained from scratch with
 CLIP's contrastive loss on image-caption pairs covering every concept, seen and unseen, and
 saved in open_clip's ``local-dir:`` layout (``open_clip_config.json`` with ``model_cfg`` and
@@ -14,6 +16,7 @@ giving per-concept presence mAP over the test images (all, seen and unseen conce
 top-1 accuracy on the test images holding a single object.
 
     python bench/synthetic/pretrain.py --out bench/out/synthetic/backbone
+    python bench/synthetic/pretrain.py --world small --out bench/out/synthetic-small/backbone
 """
 
 from __future__ import annotations
@@ -34,26 +37,32 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import world
 
-# The backbone: ~0.3M parameters in the ViT, 3.4M in the text tower (mostly the
-# 49,408-token embedding table, of which the captions use a few dozen rows).
-ARCH: dict[str, Any] = {
-    "embed_dim": 64,
-    "quick_gelu": False,
-    "vision_cfg": {
-        "image_size": world.SIZE,
-        "patch_size": 8,
-        "layers": 6,
-        "width": 64,
-        "head_width": 32,
-    },
-    "text_cfg": {
-        "context_length": 32,
-        "vocab_size": 49408,
-        "width": 64,
-        "heads": 2,
-        "layers": 3,
-    },
-}
+
+def arch_for(layout: world.Layout) -> dict[str, Any]:
+    """The backbone for a world's images: ~0.3M parameters in the ViT (8x8 patches of the
+    layout's images), 3.4M in the text tower (mostly the 49,408-token embedding table, of which
+    the captions use a few dozen rows)."""
+    return {
+        "embed_dim": 64,
+        "quick_gelu": False,
+        "vision_cfg": {
+            "image_size": layout.size,
+            "patch_size": layout.patch,
+            "layers": 6,
+            "width": 64,
+            "head_width": 32,
+        },
+        "text_cfg": {
+            "context_length": 32,
+            "vocab_size": 49408,
+            "width": 64,
+            "heads": 2,
+            "layers": 3,
+        },
+    }
+
+
+ARCH = arch_for(world.LARGE)
 # Per-channel statistics of the synthetic images (RGB in [0, 1]), recorded in
 # ``preprocess_cfg`` so that mkt-tag normalises exactly as pretraining did.
 MEAN = (0.57, 0.49, 0.47)
@@ -133,7 +142,7 @@ def pretrain(
     import torch
     import torch.nn.functional as F
 
-    arch = arch or ARCH
+    arch = arch or arch_for(spec.layout)
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     started = time.perf_counter()
@@ -233,13 +242,15 @@ def load(folder: Path) -> Any:
     return model.eval()
 
 
-def record_zero_shot(folder: Path, test_images: int) -> dict[str, Any]:
+def record_zero_shot(
+    folder: Path, test_images: int, spec: world.Spec = world.DEFAULT
+) -> dict[str, Any]:
     """Score the saved backbone zero-shot on the first ``test_images`` test images (CLIP-style:
     presence mAP, top-1), add that to its ``pretrain.json`` as ``zero_shot``; the record."""
-    test = list(world.samples(world.SPLIT_SEEDS["test"], test_images))
+    test = list(world.samples(world.SPLIT_SEEDS["test"], test_images, spec))
     record_file = folder / "pretrain.json"
     record = json.loads(record_file.read_text())
-    record["zero_shot"] = scores(load(folder), test)
+    record["zero_shot"] = scores(load(folder), test, spec)
     record_file.write_text(json.dumps(record, indent=2) + "\n")
     return dict(record)
 
@@ -270,12 +281,13 @@ def scores(
     ap = metrics.average_precision(scores, targets).ap
     n_seen = len(spec.seen)
     single = [i for i, s in enumerate(samples) if len(s.things) == 1]
-    top1 = np.mean([spec.concepts[int(scores[i].argmax())] == samples[i].labels[0] for i in single])
+    hits = [spec.concepts[int(scores[i].argmax())] == samples[i].labels[0] for i in single]
+    top1 = float(np.mean(hits)) if hits else None  # the small-object world has none
     result = {
         "map_all": float(np.nanmean(ap)),
         "map_seen": float(np.nanmean(ap[:n_seen])),
         "map_unseen": float(np.nanmean(ap[n_seen:])),
-        "top1_single": float(top1),
+        "top1_single": top1,
         "single_images": len(single),
         "chance_map": float((targets == 1).mean()),
         "per_concept_ap": {c: round(float(a), 4) for c, a in zip(spec.concepts, ap, strict=True)},
@@ -286,6 +298,7 @@ def scores(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench/out/synthetic/backbone"))
+    parser.add_argument("--world", choices=sorted(world.WORLDS), default="large")
     defaults = PretrainConfig()
     for name, value in asdict(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
@@ -296,16 +309,21 @@ def main() -> None:
     )
     args = parser.parse_args()
     config = PretrainConfig(**{k: getattr(args, k) for k in asdict(defaults)})
-    watch = list(world.samples(world.SPLIT_SEEDS["val"], args.watch)) if args.watch else []
-    pretrain(args.out, config, log_every=args.log_every, watch=watch)
-    record = record_zero_shot(args.out, args.test_images)
+    spec = world.WORLDS[args.world]
+    watch = list(world.samples(world.SPLIT_SEEDS["val"], args.watch, spec)) if args.watch else []
+    pretrain(args.out, config, log_every=args.log_every, watch=watch, spec=spec)
+    record = record_zero_shot(args.out, args.test_images, spec)
     result = record["zero_shot"]
+    top1 = ""
+    if result["top1_single"] is not None:
+        top1 = (
+            f"; top-1 on {result['single_images']} single-object images "
+            f"{result['top1_single']:.3f} (chance {1 / len(spec.concepts):.3f})"
+        )
     print(
         f"zero-shot on {args.test_images} test images: mAP all {result['map_all']:.3f}, "
         f"seen {result['map_seen']:.3f}, unseen {result['map_unseen']:.3f} "
-        f"(chance {result['chance_map']:.3f}); top-1 on {result['single_images']} "
-        f"single-object images {result['top1_single']:.3f} "
-        f"(chance {1 / len(world.DEFAULT.concepts):.3f})"
+        f"(chance {result['chance_map']:.3f}){top1}"
     )
     print(f"wrote {args.out} in {record['seconds']:.0f}s")
 

@@ -1,9 +1,11 @@
 """A synthetic open-vocabulary world: small images of shapes, glyphs and textures, with labels
 and captions, split into seen and unseen concepts.
 
-Every image shows 1-4 objects, each one of 20 visually distinct concepts (filled shapes,
+Every image shows objects, each one of 20 visually distinct concepts (filled shapes,
 outlines, line drawings, textured patches) in a random colour, size and position on a random
-background. An image comes with its label set and several captions built from it ("a photo
+background. Two layouts (``Layout``): ``large`` (the first world), 1-4 objects a third to a
+half of a 64-pixel image's side; ``small`` (the paper's regime), 2-5 objects a sixth to a
+quarter of a 128-pixel image's side, several of which a single class token may miss. An image comes with its label set and several captions built from it ("a photo
 with a red circle and a star", "there is a heart in the scene", ...). Captions may name only
 some of the objects, as real captions do.
 
@@ -21,6 +23,7 @@ Written in the formats ``mkt-tag train`` and ``mkt-tag eval`` read: ``train.csv`
 label files ``seen.txt``, ``unseen.txt``, ``all.txt``.
 
     python bench/synthetic/world.py --out bench/out/synthetic/world
+    python bench/synthetic/world.py --world small --out bench/out/synthetic-small/world --sheet
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-SIZE = 64  # image side in pixels
 SUPERSAMPLE = 4  # drawn at 4x and downsampled, for smooth edges
 
 SEEN = (
@@ -74,14 +76,39 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "cyan": (40, 200, 220),
 }
 
-# Object sides in pixels: [low, high) for images with 1-2 objects, [low, high - 5) with 3-4.
-OBJECT_SIZES = (22, 35)
 GRADIENT = 8.0  # largest brightness ramp across the background, in 0-255 steps
 NOISE = 3.0  # standard deviation of the pixel noise, in 0-255 steps
 
-# How many objects an image holds (1-4), and how likely each count is.
-OBJECT_COUNTS = (1, 2, 3, 4)
-OBJECT_WEIGHTS = (0.25, 0.35, 0.25, 0.15)
+
+@dataclass(frozen=True)
+class Layout:
+    """How images are drawn: their side, their objects' sides and how many objects they hold.
+
+    ``LARGE`` (the first world): 64-pixel images of 1-4 objects a third to a half of the image's
+    side, seen by an 8x8 grid of 8-pixel patches. ``SMALL`` (the paper's regime): 128-pixel
+    images of 2-5 objects a sixth to a quarter of its side, seen by an 8x8 grid of 16-pixel
+    patches, so that the backbone costs the same while each object covers about two by two
+    patches and a single class token has to summarise up to five of them. (Objects of 16-27
+    pixels, up to six, left a contrastive pretraining of 1,400 steps at chance: loss ln 64.)
+    """
+
+    size: int = 64  # image side in pixels
+    patch: int = 8  # the backbone's patch side in pixels
+    object_sizes: tuple[int, int] = (22, 35)  # object sides in pixels: [low, high)
+    crowded: int = 5  # with 3 or more objects, sides are drawn from [low, high - crowded)
+    counts: tuple[int, ...] = (1, 2, 3, 4)  # how many objects an image may hold
+    weights: tuple[float, ...] = (0.25, 0.35, 0.25, 0.15)  # how likely each count is
+
+
+LARGE = Layout()
+SMALL = Layout(
+    size=128,
+    patch=16,
+    object_sizes=(20, 34),
+    crowded=6,
+    counts=(2, 3, 4, 5),
+    weights=(0.25, 0.3, 0.25, 0.2),
+)
 
 
 @dataclass
@@ -97,7 +124,7 @@ class Thing:
 class Sample:
     """An image with its label set and captions."""
 
-    image: np.ndarray  # SIZE x SIZE x 3 uint8
+    image: np.ndarray  # size x size x 3 uint8 (the layout's size)
     things: list[Thing]
     background: str
     captions: list[str] = field(default_factory=list)
@@ -160,7 +187,7 @@ def _moon(draw: ImageDraw.ImageDraw, box: Box, ink: tuple, rng: np.random.Genera
     _cx, _cy, r = _centre(box)
     angle = rng.uniform(0, 2 * math.pi)
     dx, dy = 0.55 * r * math.cos(angle), 0.55 * r * math.sin(angle)
-    mask = Image.new("L", (SIZE * SUPERSAMPLE,) * 2, 0)
+    mask = Image.new("L", draw.im.size, 0)
     paint = ImageDraw.Draw(mask)
     paint.ellipse(box, fill=255)
     paint.ellipse((box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy), fill=0)
@@ -337,13 +364,14 @@ def _distance(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
 
 
 def _place(
-    rng: np.random.Generator, sizes: Sequence[int]
+    rng: np.random.Generator, sizes: Sequence[int], side: int
 ) -> list[tuple[int, int, int, int]] | None:
-    """Boxes for objects of the given sizes that overlap little (None: no room, retry)."""
+    """Boxes for objects of the given sizes in a ``side``-pixel image that overlap little
+    (None: no room, retry)."""
     boxes: list[tuple[int, int, int, int]] = []
     for size in sizes:
         for _ in range(50):
-            x, y = (int(v) for v in rng.integers(1, SIZE - size - 1, size=2))
+            x, y = (int(v) for v in rng.integers(1, side - size - 1, size=2))
             box = (x, y, x + size, y + size)
             if all(_overlap(box, other) < 0.12 * size * size for other in boxes):
                 boxes.append(box)
@@ -359,18 +387,20 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
     return max(0, w) * max(0, h)
 
 
-def draw_image(rng: np.random.Generator, concepts: Sequence[str]) -> Sample:
+def draw_image(rng: np.random.Generator, concepts: Sequence[str], layout: Layout = LARGE) -> Sample:
     """An image holding ``concepts`` (one object each) in random colours, sizes and places."""
+    side = layout.size
     while True:
-        low, high = OBJECT_SIZES
-        sizes = [int(rng.integers(low, high if len(concepts) <= 2 else high - 5)) for _ in concepts]
-        boxes = _place(rng, sizes)
+        low, high = layout.object_sizes
+        high = high if len(concepts) <= 2 else high - layout.crowded
+        sizes = [int(rng.integers(low, high)) for _ in concepts]
+        boxes = _place(rng, sizes, side)
         if boxes is not None:
             break
     names = list(COLOURS)
     background = str(rng.choice(names))
     bg = COLOURS[background]
-    canvas = Image.new("RGB", (SIZE * SUPERSAMPLE,) * 2, bg)
+    canvas = Image.new("RGB", (side * SUPERSAMPLE,) * 2, bg)
     # A soft random gradient and noise keep the background from being one flat colour.
     draw = ImageDraw.Draw(canvas)
     things = []
@@ -381,9 +411,9 @@ def draw_image(rng: np.random.Generator, concepts: Sequence[str]) -> Sample:
         scaled = tuple(v * SUPERSAMPLE for v in box)
         PAINTERS[concept](draw, scaled, COLOURS[colour], rng)  # type: ignore[arg-type]
         things.append(Thing(concept, colour, box))
-    image = canvas.resize((SIZE, SIZE), Image.Resampling.BOX)
+    image = canvas.resize((side, side), Image.Resampling.BOX)
     pixels = np.asarray(image, dtype=np.float32)
-    ramp = np.linspace(-1, 1, SIZE, dtype=np.float32)
+    ramp = np.linspace(-1, 1, side, dtype=np.float32)
     direction = rng.uniform(-GRADIENT, GRADIENT, size=2)
     pixels += direction[0] * ramp[None, :, None] + direction[1] * ramp[:, None, None]
     pixels += rng.normal(0, NOISE, size=pixels.shape).astype(np.float32)
@@ -451,11 +481,12 @@ def captions(sample: Sample, rng: np.random.Generator, n: int = 5) -> list[str]:
 
 @dataclass(frozen=True)
 class Spec:
-    """What a world holds: its concepts, split into seen and unseen, and objects per image."""
+    """What a world holds: its concepts, split into seen and unseen, and how it is drawn."""
 
     seen: tuple[str, ...] = SEEN
     unseen: tuple[str, ...] = UNSEEN
-    max_objects: int = 4  # images hold 1 to this many objects (at most 4)
+    max_objects: int = 4  # images hold at most this many objects (and what the layout allows)
+    layout: Layout = LARGE
 
     @property
     def concepts(self) -> tuple[str, ...]:
@@ -463,17 +494,22 @@ class Spec:
 
 
 DEFAULT = Spec()
+# The worlds of the experiment, by name: large objects (the first), small objects among many.
+WORLDS = {"large": DEFAULT, "small": Spec(max_objects=5, layout=SMALL)}
 
 
 def samples(seed: int, count: int, spec: Spec = DEFAULT, n_captions: int = 5) -> Iterator[Sample]:
     """``count`` seeded images with captions; the same seed always gives the same images."""
     rng = np.random.default_rng(seed)
-    counts = OBJECT_COUNTS[: spec.max_objects]
-    weights = np.array(OBJECT_WEIGHTS[: spec.max_objects]) / sum(OBJECT_WEIGHTS[: spec.max_objects])
+    layout = spec.layout
+    allowed = [i for i, n in enumerate(layout.counts) if n <= spec.max_objects]
+    counts = [layout.counts[i] for i in allowed]
+    weights = np.array([layout.weights[i] for i in allowed])
+    weights = weights / weights.sum()
     for _ in range(count):
         n_objects = int(rng.choice(counts, p=weights))
         concepts = [str(c) for c in rng.choice(spec.concepts, size=n_objects, replace=False)]
-        sample = draw_image(rng, concepts)
+        sample = draw_image(rng, concepts, layout)
         sample.captions = captions(sample, rng, n_captions)
         yield sample
 
@@ -486,8 +522,9 @@ DEFAULT_SIZES = {"pretrain": 12000, "train": 2000, "val": 400, "test": 1000}
 def pretrain_arrays(
     count: int, spec: Spec = DEFAULT, seed: int = SPLIT_SEEDS["pretrain"]
 ) -> tuple[np.ndarray, list[list[str]]]:
-    """Pretraining images (N x SIZE x SIZE x 3 uint8) and their captions, in memory."""
-    images = np.empty((count, SIZE, SIZE, 3), dtype=np.uint8)
+    """Pretraining images (N x size x size x 3 uint8) and their captions, in memory."""
+    side = spec.layout.size
+    images = np.empty((count, side, side, 3), dtype=np.uint8)
     texts = []
     for i, sample in enumerate(samples(seed, count, spec)):
         images[i] = sample.image
@@ -525,7 +562,7 @@ def write_split(folder: Path, name: str, count: int, spec: Spec, vocabulary: Seq
 
 
 def read_split(table: Path, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """A written split's images (N x SIZE x SIZE x 3 uint8) and +1/-1 targets over ``labels``."""
+    """A written split's images (N x size x size x 3 uint8) and +1/-1 targets over ``labels``."""
     with table.open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     pixels = np.stack(
@@ -558,7 +595,7 @@ def write_world(
     with the same sizes and spec is reused (``world.json`` records them).
     """
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
-    drawing = {"size": SIZE, "object_sizes": OBJECT_SIZES, "noise": NOISE, "gradient": GRADIENT}
+    drawing = {"noise": NOISE, "gradient": GRADIENT, "supersample": SUPERSAMPLE}
     captions = {"colour_p": COLOUR_P, "partial_p": PARTIAL_P}
     record = {"sizes": sizes, "spec": asdict(spec), "drawing": drawing, "captions": captions}
     record = json.loads(json.dumps(record))
@@ -578,16 +615,19 @@ def write_world(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench/out/synthetic/world"))
+    parser.add_argument("--world", choices=sorted(WORLDS), default="large")
     parser.add_argument("--train", type=int, default=DEFAULT_SIZES["train"])
     parser.add_argument("--val", type=int, default=DEFAULT_SIZES["val"])
     parser.add_argument("--test", type=int, default=DEFAULT_SIZES["test"])
     parser.add_argument("--sheet", action="store_true", help="Also write a contact sheet PNG.")
     args = parser.parse_args()
-    files = write_world(args.out, {"train": args.train, "val": args.val, "test": args.test})
+    spec = WORLDS[args.world]
+    sizes = {"train": args.train, "val": args.val, "test": args.test}
+    files = write_world(args.out, sizes, spec)
     for path in files.values():
         print(f"wrote {path}")
     if args.sheet:
-        sheet = contact_sheet(list(samples(SPLIT_SEEDS["test"], 48)))
+        sheet = contact_sheet(list(samples(SPLIT_SEEDS["test"], 48, spec)))
         sheet.save(args.out / "sheet.png")
         print(f"wrote {args.out / 'sheet.png'}")
 
@@ -595,10 +635,11 @@ def main() -> None:
 def contact_sheet(shown: Sequence[Sample], columns: int = 8) -> Image.Image:
     """The images side by side, at 2x, to look at."""
     rows = math.ceil(len(shown) / columns)
-    sheet = Image.new("RGB", (columns * SIZE * 2, rows * SIZE * 2), (255, 255, 255))
+    tile = max(s.image.shape[0] for s in shown) * 2
+    sheet = Image.new("RGB", (columns * tile, rows * tile), (255, 255, 255))
     for i, sample in enumerate(shown):
-        tile = Image.fromarray(sample.image).resize((SIZE * 2, SIZE * 2), Image.Resampling.NEAREST)
-        sheet.paste(tile, ((i % columns) * SIZE * 2, (i // columns) * SIZE * 2))
+        image = Image.fromarray(sample.image).resize((tile, tile), Image.Resampling.NEAREST)
+        sheet.paste(image, ((i % columns) * tile, (i // columns) * tile))
     return sheet
 
 

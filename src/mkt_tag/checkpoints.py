@@ -119,7 +119,7 @@ def from_backbone(
 ) -> MKT:
     """A zero-shot MKT model on a backbone (no trained head): the baseline the paper starts from."""
     backbone = hub.resolve(backbone_id, cache_dir, download)
-    config = config or ModelConfig(backbone=backbone_id, preprocess=backbone.preprocess)
+    config = config or ModelConfig.for_backbone(backbone_id, backbone.preprocess)
     config.arch = backbone.arch
     clip = _backbone_clip(backbone)
     model = MKT(clip.eval(), config, _tokenizer(backbone.arch))  # type: ignore[arg-type]

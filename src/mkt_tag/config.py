@@ -24,6 +24,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 DEFAULT_BACKBONE = "ViT-B-16:openai"
 DEFAULT_TEMPLATE = "There is a {label} in the scene"
+# Which scores a model fuses (``ModelConfig.streams``). MKT training uses both streams; a
+# backbone not trained with MKT scores with its class token alone: contrastive pretraining
+# aligns only the class token with text, and its patch tokens lower the fused score
+# (docs/models.md#which-scores-a-model-uses gives the measurements behind this choice).
+TRAINED_STREAMS = "both"
+UNTRAINED_STREAMS = "global"
 CONFIG_VERSION = 1
 
 # PIL resampling filters a checkpoint may name (images.INTERPOLATIONS maps them).
@@ -71,6 +77,11 @@ class Streams(str, Enum):
 STREAMS = tuple(choice.value for choice in Streams)
 
 
+def check_streams(value: Any) -> str:
+    """``value`` if it names the scores a model can use (``STREAMS``); ``ValueError`` if not."""
+    return _choice("streams", value, STREAMS)
+
+
 @dataclass
 class PreprocessConfig:
     """How an image becomes the model's input tensor (eval time)."""
@@ -113,7 +124,7 @@ class ModelConfig:
     arch: dict[str, Any] | None = None  # open_clip model config of the backbone (filled on load)
     template: str = DEFAULT_TEMPLATE  # label prompt; "{label}" is replaced by the label text
     top_k: int = 16  # patches averaged per label by the local stream
-    streams: str = "both"  # scores fused: "both" (MKT), "global" or "local" alone (ablations)
+    streams: str = TRAINED_STREAMS  # scores fused: "both" (MKT), "global" or "local" alone
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     prompt_context: bool = False  # the checkpoint carries learned prompt context vectors
     weights: str = "none"  # checkpoint weights: "none" (backbone only), "delta" or "full"
@@ -121,6 +132,11 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def for_backbone(cls, backbone: str, preprocess: PreprocessConfig) -> ModelConfig:
+        """The configuration of a backbone used as it is, before any MKT training."""
+        return cls(backbone=backbone, streams=UNTRAINED_STREAMS, preprocess=preprocess)
 
     @classmethod
     def from_dict(cls, data: Any) -> ModelConfig:

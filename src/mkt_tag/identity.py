@@ -82,7 +82,7 @@ def resolve(
             f"nor an open_clip model directory (no {hub.HF_CONFIG})"
         )
     backbone = hub.resolve(text, cache_dir, download)
-    config = ModelConfig(backbone=text, preprocess=backbone.preprocess)
+    config = ModelConfig.for_backbone(text, backbone.preprocess)
     config.arch = backbone.arch
     return ModelIdentity(text, config, backbone_fingerprint(backbone), backbone)
 

@@ -271,11 +271,13 @@ def test_streams_override_scores_one_stream(evaluated, tmp_path):
         "--data", evaluated.root / "data.csv", "--labels", evaluated.root / "labels.txt",
         "--model", TINY_CONFIG, "--workers", "0", "--cache-dir", evaluated.cache,
     )  # fmt: skip
-    result = invoke(*common, "--streams", "global", "--save-scores", tmp_path / "g.npz")
+    # a plain backbone scores with its class token ("global"): override with the other stream
+    result = invoke(*common, "--streams", "local", "--save-scores", tmp_path / "l.npz")
     assert result.exit_code == 0, result.output
-    saved = stored(tmp_path / "g.npz")["scores"]
+    saved = stored(tmp_path / "l.npz")["scores"]
     tagger = Tagger.load(str(TINY_CONFIG), cache_dir=evaluated.cache)
-    tagger.model.config.streams = "global"
+    assert tagger.model.config.streams == "global"
+    tagger.model.config.streams = "local"
     paths = [evaluated.root / "img" / f"{i}.jpg" for i in (1, 4)]
     assert np.allclose(saved[[1, 4]], tagger.scores(paths, LABELS), atol=1e-5)
     assert not np.allclose(saved, stored(evaluated.scores)["scores"], atol=1e-3)

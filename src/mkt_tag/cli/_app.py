@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.text import Text
 
 from mkt_tag._version import __version__
+from mkt_tag.config import Streams
 from mkt_tag.devices import Device, Precision
 from mkt_tag.errors import EXIT_ERROR
 
@@ -67,6 +68,14 @@ PrecisionOption = Annotated[
     ),
 ]
 CacheDirOption = Annotated[Path | None, typer.Option("--cache-dir", help=CACHE_HELP)]
+StreamsOption = Annotated[
+    Streams | None,
+    typer.Option(
+        "--streams",
+        help="Scores used: both (MKT's two streams), global (class token) or local (patches) "
+        "alone [the model's: both once trained with MKT, global for a plain backbone].",
+    ),
+]
 RecursiveOption = Annotated[
     bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")
 ]

@@ -31,6 +31,7 @@ from mkt_tag.cli._app import (
     DeviceOption,
     ParallelOption,
     PrecisionOption,
+    StreamsOption,
     WorkersOption,
     app,
     err,
@@ -39,7 +40,7 @@ from mkt_tag.cli._app import (
     warn,
 )
 from mkt_tag.cli._eval_tables import print_check, print_table
-from mkt_tag.config import DEFAULT_BACKBONE, Streams
+from mkt_tag.config import DEFAULT_BACKBONE
 from mkt_tag.devices import Device, Precision
 from mkt_tag.errors import EXIT_PARTIAL, EXIT_USAGE, MktTagError
 
@@ -113,11 +114,7 @@ def evaluate(
         "--calibrate-fraction",
         help="Share of images held out to report what calibration changes (0: no report).",
     ),
-    streams: Streams | None = typer.Option(
-        None,
-        "--streams",
-        help="Scores evaluated: both (MKT) or one stream alone (ablations) [the model's].",
-    ),
+    streams: StreamsOption = None,
     batch_size: BatchSizeOption = 16,
     workers: WorkersOption = None,
     parallel: ParallelOption = None,

@@ -29,6 +29,7 @@ from mkt_tag.cli._app import (
     ParallelOption,
     PrecisionOption,
     RecursiveOption,
+    StreamsOption,
     WorkersOption,
     app,
     err,
@@ -112,6 +113,7 @@ def tag(
     thresholds: Path | None = typer.Option(
         None, "--thresholds", help="Per-label thresholds: label<TAB>threshold lines."
     ),
+    streams: StreamsOption = None,
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Combined results file: .csv, .json or .jsonl."
     ),
@@ -210,6 +212,7 @@ def tag(
     if output is not None and output.suffix.lower() not in (".csv", ".json", ".jsonl"):
         raise fail(f"--output {output}: use a .csv, .json or .jsonl file name", EXIT_USAGE)
     existing = "overwrite" if overwrite else "append" if append else "skip"
+    chosen_streams = None if streams is None else streams.value
     try:
         vocabulary = vocab.read_labels(labels)
         for warning in vocabulary.warnings:
@@ -219,7 +222,9 @@ def tag(
             warn(note)
 
         def run() -> RunIdentity:  # outputs say which run made them; found when needed
-            return tagjob.run_identity(model, vocabulary.entries, selection, cache_dir)
+            return tagjob.run_identity(
+                model, vocabulary.entries, selection, cache_dir, streams=chosen_streams
+            )
 
         job = tagjob.TagJob(
             inputs=paths,
@@ -254,6 +259,7 @@ def tag(
                         precision=precision.value,
                         cache_dir=cache_dir,
                         feature_cache=feature_cache,
+                        streams=chosen_streams,
                     )
                     tagger.report_cache_warnings(warn)
                     if thresholds is not None:

@@ -186,7 +186,8 @@ def train(
     streams: Streams | None = typer.Option(
         None,
         "--streams",
-        help="Scores trained: both (MKT) or one stream alone (ablations) [the model's: both].",
+        help="Scores trained: both (MKT) or one stream alone (ablations) [a checkpoint's; "
+        "both from a plain backbone].",
     ),
     seed: int | None = typer.Option(None, "--seed", help="Random seed [42]."),
     grad_accum: int | None = typer.Option(None, "--grad-accum", help="Micro-batches per step [1]."),

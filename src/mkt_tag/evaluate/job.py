@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mkt_tag import datasets, vocab
-from mkt_tag.config import DEFAULT_BACKBONE, STREAMS
+from mkt_tag.config import DEFAULT_BACKBONE, check_streams
 from mkt_tag.errors import ImageLoadError, LabelFileError, OutputError
 from mkt_tag.evaluate import calibration, plots
 from mkt_tag.evaluate.report import DEFAULT_KS, EvalReport, evaluate, write_metrics, write_per_label
@@ -90,8 +90,8 @@ class ScoringSettings:
     save_scores: str | Path | None = None  # keep the score matrix (.npz) for a later re-run
 
     def __post_init__(self) -> None:
-        if self.streams is not None and self.streams not in STREAMS:
-            raise ValueError(f"streams must be one of {', '.join(STREAMS)}, not {self.streams!r}")
+        if self.streams is not None:
+            check_streams(self.streams)
 
 
 @dataclass

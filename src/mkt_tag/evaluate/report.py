@@ -86,6 +86,7 @@ class EvalReport:
     rows: list[Row]  # ZSL, GZSL, seen; a group without labels has no row
     fusion: str = ROW_FUSION  # what each row's scores are fused over (ALL_FUSION: old files)
     model: str = ""  # what made the scores
+    streams: str = ""  # the scores fused: both, global or local ("" unknown: an old file)
     source: str = ""  # the data (or scores) file, for the record
     failed_images: int = 0  # images of the data that could not be read (not in ``images``)
     extra: dict[str, Any] = field(default_factory=dict)  # more sections, after the rows
@@ -104,6 +105,7 @@ class EvalReport:
             "unseen_labels": int(self.unseen.sum()),
             "ks": list(self.ks),
             "fusion": self.fusion,
+            "streams": self.streams or None,
             "rows": {row.name: row.to_json() for row in self.rows},
             **self.extra,
         }
@@ -164,6 +166,7 @@ def evaluate(
         ks=wanted,
         rows=rows,
         model=scores.model,
+        streams=scores.stream_scores.streams if scores.stream_scores is not None else "",
         fusion=ROW_FUSION if scores.stream_scores is not None else ALL_FUSION,
     )
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mkt_tag import hub, identity
+from mkt_tag.config import check_streams
 from mkt_tag.errors import ImageLoadError, InputFileError, MktTagError, OutputError
 from mkt_tag.files import remove_stale_temporaries
 from mkt_tag.images import scan_inputs
@@ -129,15 +130,19 @@ def run_identity(
     selection: Selection,
     cache_dir: Path | None = None,
     download: bool = True,
+    streams: str | None = None,
 ) -> RunIdentity:
     """What the tags of a run with ``model`` (an id or checkpoint folder), ``vocabulary``
     and ``selection`` depend on, found without loading the model (its files are found, and
-    downloaded when needed and allowed).
+    downloaded when needed and allowed). ``streams`` overrides the model's scores
+    (``ModelConfig.streams``).
 
     Raises:
         ModelError: the model cannot be found (see ``identity.resolve``).
     """
     found = identity.resolve(model, hub.cache_dir(cache_dir), download)
+    if streams is not None:
+        found.config.streams = check_streams(streams)
     entries = [entry if isinstance(entry, Entry) else Entry(entry) for entry in vocabulary]
     return RunIdentity(
         str(model), found.scores, vocabulary_fingerprint(entries), selection.describe()

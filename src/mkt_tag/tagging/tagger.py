@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from mkt_tag import checkpoints, hub
-from mkt_tag.config import DEFAULT_BACKBONE, PreprocessConfig
+from mkt_tag.config import DEFAULT_BACKBONE, PreprocessConfig, check_streams
 from mkt_tag.devices import pick_device, pick_dtype
 from mkt_tag.errors import ImageLoadError
 from mkt_tag.files import digest
@@ -103,15 +103,20 @@ class Tagger:
         cache_dir: str | Path | None = None,
         download: bool = True,
         feature_cache: bool = False,
+        streams: str | None = None,
     ) -> Tagger:
         """Load a checkpoint directory or backbone id (``ViT-B-16:openai``, ``hf-hub:...``).
 
         Label embeddings are cached in the cache folder; image features too with
-        ``feature_cache`` (about 200 KB per image for ViT-B/16).
+        ``feature_cache`` (about 200 KB per image for ViT-B/16). ``streams`` overrides the
+        scores the model uses (``ModelConfig.streams``: both, global or local).
         """
         root = hub.cache_dir(cache_dir)
         labels, features = open_caches(root, feature_cache)
-        return cls(checkpoints.load(model, root, download), device, precision, labels, features)
+        loaded = checkpoints.load(model, root, download)
+        if streams is not None:
+            loaded.config.streams = check_streams(streams)
+        return cls(loaded, device, precision, labels, features)
 
     @property
     def preprocess(self) -> PreprocessConfig:

@@ -52,7 +52,8 @@ class TrainConfig:
     seed: int = 42  # seeds data order, augmentation and the validation split
     template: str = DEFAULT_TEMPLATE  # label prompt
     top_k: int = 16  # patches per label in the local stream
-    streams: str | None = None  # scores fused: "both" (MKT), "global", "local"; None: the model's
+    # scores fused: "both" (MKT), "global", "local"; None: a checkpoint's, "both" from a backbone
+    streams: str | None = None
     epochs: int = 20  # stage 1 epochs
     warmup_epochs: int | None = None  # stage 1 linear warm-up (None: 2, fewer if epochs < 3)
     batch_size: int = 64  # stage 1 images per step, all processes together (see torchrun)

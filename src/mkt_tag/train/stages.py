@@ -11,7 +11,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from mkt_tag import checkpoints
+from mkt_tag import checkpoints, identity
+from mkt_tag.config import TRAINED_STREAMS
 from mkt_tag.errors import MktTagError
 from mkt_tag.model import MKT, ImageFeatures, visual_blocks, visual_head, visual_tokens
 from mkt_tag.prompts import PromptContext
@@ -60,6 +61,9 @@ def learning_rate(step: int, total: int, warmup: int, base: float, minimum: floa
 def load_model(config: TrainConfig) -> MKT:
     """The model a run starts from, with the run's scoring settings and label prompt.
 
+    Training from a plain backbone fuses both streams (MKT) unless ``config.streams`` says
+    otherwise; a checkpoint keeps the streams it was trained with.
+
     Raises:
         MktTagError: the model cannot be loaded, or has fewer blocks than trainable_blocks.
     """
@@ -68,6 +72,8 @@ def load_model(config: TrainConfig) -> MKT:
     model.config.top_k = config.top_k
     if config.streams is not None:
         model.config.streams = config.streams
+    elif not identity.is_checkpoint(config.model):
+        model.config.streams = TRAINED_STREAMS
     if model.config.template != config.template and not model.config.prompt_context:
         model.config.template = config.template
         model.prompt = PromptContext.from_template(model.clip, model.tokenizer, config.template)
