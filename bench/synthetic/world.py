@@ -5,9 +5,10 @@ Every image shows objects, each one of 20 visually distinct concepts (filled sha
 outlines, line drawings, textured patches) in a random colour, size and position on a random
 background. Two layouts (``Layout``): ``large`` (the first world), 1-4 objects a third to a
 half of a 64-pixel image's side; ``small`` (the paper's regime), 2-5 objects a sixth to a
-quarter of a 128-pixel image's side, several of which a single class token may miss. An image comes with its label set and several captions built from it ("a photo
-with a red circle and a star", "there is a heart in the scene", ...). Captions may name only
-some of the objects, as real captions do.
+quarter of a 128-pixel image's side, several of which a single class token may miss. An
+image comes with its label set and several captions built from it ("a photo with a red circle
+and a star", "there is a heart in the scene", ...). Captions may name only some of the
+objects, as real captions do.
 
 The concepts are split into 15 seen and 5 unseen. The data sets follow the paper's setting:
 

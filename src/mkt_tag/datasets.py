@@ -13,8 +13,9 @@ Three formats, all giving one target per (image, label): +1 positive, -1 negativ
   from the file itself, mkt-tag's own tags left out (``library_labels``).
 
 A label of the vocabulary that a row does not mention is a negative, unless ``unknown`` lists
-it. A label listed twice in one row takes the strongest entry: positive over negative over
-unknown. Labels match the vocabulary by name, alias or hierarchy (``library_labels``). Paths
+it (``*``: every label the row does not list, as ``mkt-tag review`` writes a photo only partly
+checked). A label listed twice in one row takes the strongest entry: positive over negative
+over unknown. Labels match the vocabulary by name, alias or hierarchy (``library_labels``). Paths
 are relative to the data file's folder, or to ``images_root``.
 
 Why the csv module and not pandas: rows are matched to the vocabulary one by one (no join),
@@ -43,6 +44,7 @@ PATH_COLUMNS = ("path", "image", "file", "filename")
 LABEL_COLUMNS = ("labels", "tags", "positives")
 NEGATIVE_COLUMNS = ("negatives",)
 UNKNOWN_COLUMNS = ("unknown", "ignore")
+ALL_OTHER_LABELS = "*"  # as the whole ``unknown`` cell: every label the row does not list
 MAX_EXAMPLES = 3
 
 # Kinds of problem, as they read in a report ("12 rows whose image is missing (skipped), e.g. ...").
@@ -329,7 +331,8 @@ def load(
         if row.left_out:
             problems.add(row.left_out, row.where)
             continue
-        matched = matcher.targets(row.positives, row.negatives, row.unknown)
+        rest_unknown = row.unknown == [ALL_OTHER_LABELS]
+        matched = matcher.targets(row.positives, row.negatives, [] if rest_unknown else row.unknown)
         other = OTHER_KEYWORDS if row.library else UNKNOWN_LABELS
         notes = [(other, name, repr(name)) for name in matched.unmatched]
         notes += [
@@ -343,6 +346,9 @@ def load(
             problems.add(NO_MATCH, row.where)
             continue
         target = matched.target
+        if rest_unknown:  # labels the row names neither way are unknown, not negatives
+            listed = matcher.targets([], [], row.negatives).target == 0
+            target[(target == -1) & ~listed] = 0
         if not (target == 1).any() and not keep_unlabelled:
             problems.add(UNLABELLED, row.where)
             continue

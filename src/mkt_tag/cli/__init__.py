@@ -13,6 +13,7 @@ from mkt_tag.cli import (  # noqa: F401 - importing registers the commands
     eval,
     models,
     reference,
+    review,
     tag,
     train,
     untag,
