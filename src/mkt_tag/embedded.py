@@ -34,7 +34,7 @@ from mkt_tag.exiftool_process import (
     IptcChange,
 )
 from mkt_tag.keywords import IPTC_KEYWORDS, Fields, Ownership, add_tags, without_owned
-from mkt_tag.records import NEW, STALE, Record, RunIdentity, labels_by_score
+from mkt_tag.records import NEW, STALE, Decided, Record, RunIdentity, labels_by_score
 from mkt_tag.results import MalformedFileError, Tag
 from mkt_tag.xmp import XmpDocument, record_state
 
@@ -114,10 +114,13 @@ class EmbeddedMetadata:
         tag_root: str = "",
         keep: bool = False,
         dry_run: bool = False,
+        rejected: Sequence[str] = (),
     ) -> EmbedChange:
         """Write ``tags`` into ``image``'s keyword fields in place of mkt-tag's earlier
         ones (kept as well with ``keep``), and record ``run``; everyone else's keywords
-        keep their place and order. ``dry_run`` only says what would change.
+        keep their place and order. ``dry_run`` only says what would change. No tag of a
+        label a person rejected is written: those the file's record lists, and
+        ``rejected`` (the photo's sidecar's), which the record lists from then on.
 
         Raises:
             OutputError: the file cannot take keywords (its format, read-only, damaged)
@@ -131,15 +134,14 @@ class EmbeddedMetadata:
         has_iptc = _check_format(path, found)
         xmp = _document(path, found)
         previous = xmp.record
-        if keep and previous is not None:
-            tags = previous.kept_with(tags)
+        tags, kept_out = Decided(rejected=rejected).ours(tags, previous, keep)
         before = _fields(xmp, found, has_iptc)
         labels = labels_by_score(tags)
         owned = previous.owned if previous else Ownership()
         after, written = add_tags(before, owned, labels, tag_root)
         change = EmbedChange(path, labels=[tag.label for tag in tags])
         iptc = _iptc_change(found, before, after, written, change.warnings) if has_iptc else None
-        xmp.update(after, Record.of(run, tags, written, tag_root))
+        xmp.update(after, Record.of(run, tags, written, tag_root, kept_out))
         change.added, change.removed = _difference(before, after)
         if not dry_run:
             change.warnings += self.exiftool.rewrite(path, target, xmp.to_text(), iptc)

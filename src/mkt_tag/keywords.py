@@ -133,6 +133,7 @@ def add_tags(
     owned: Ownership,
     labels: Iterable[str],
     root: str | None = None,
+    persons: Iterable[str] = (),
 ) -> tuple[Fields, Ownership]:
     """Replace mkt-tag's entries in ``fields`` by those for ``labels``.
 
@@ -141,7 +142,17 @@ def add_tags(
     new fields and what mkt-tag wrote to them now. The person's entries keep their place
     and order, and come first; with no labels, every field is as it was before mkt-tag
     wrote to it.
+
+    ``persons`` are labels a person confirmed (a review's accepted and added ones): they
+    become the person's keywords, after theirs and never under ``root``, and are not
+    recorded as mkt-tag's, so no later run or ``untag`` removes them.
     """
+    if persons := list(persons):
+        # Theirs first, as if the person had written them: the copies of their earlier
+        # keywords (into fields that held none) stay mkt-tag's, the new entries do not.
+        fields, handed = add_tags(fields, owned, persons)
+        tagged, written = add_tags(fields, Ownership(), labels, root)
+        return tagged, Ownership(added=written.added, copied=handed.copied)
     theirs = without_owned(fields, owned)
     ours = [label_path(label) for label in labels]
     if not ours:

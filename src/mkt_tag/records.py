@@ -6,7 +6,8 @@ the same model (by the fingerprint of its weights and configuration), the same v
 (labels, phrasings, aliases) and the same selection (top-K, thresholds), under the same tag
 root. A photo without a record is not done, whatever keywords it holds: they are someone
 else's. The record also lists each keyword entry mkt-tag added (``keywords.Ownership``), so
-that re-tagging and ``untag`` touch those and nothing else.
+that re-tagging and ``untag`` touch those and nothing else, and the labels a person rejected
+in a review (``mkt-tag review --apply``), which no later run writes into the photo again.
 """
 
 from __future__ import annotations
@@ -63,12 +64,19 @@ class Record:
     version: str = __version__  # of mkt-tag
     tags: list[Tag] = field(default_factory=list)  # the tags, with their scores
     owned: Ownership = field(default_factory=Ownership)  # the keyword entries mkt-tag wrote
+    rejected: list[str] = field(default_factory=list)  # labels a person said are wrong here
 
     @classmethod
     def of(
-        cls, run: RunIdentity, tags: Sequence[Tag], owned: Ownership, tag_root: str = ""
+        cls,
+        run: RunIdentity,
+        tags: Sequence[Tag],
+        owned: Ownership,
+        tag_root: str = "",
+        rejected: Sequence[str] = (),
     ) -> Record:
-        """A record of ``tags`` written now by ``run``."""
+        """A record of ``tags`` written now by ``run``; ``rejected``: the labels it must
+        never write (a person said they are wrong)."""
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         return cls(
             run.fingerprint,
@@ -80,6 +88,7 @@ class Record:
             now.replace("+00:00", "Z"),
             tags=list(tags),
             owned=owned,
+            rejected=list(rejected),
         )
 
     def is_current(self, run: RunIdentity, tag_root: str = "") -> bool:
@@ -98,6 +107,50 @@ def state(record: Record | None, run: RunIdentity, tag_root: str = "") -> str:
     if record is None:
         return NEW
     return CURRENT if record.is_current(run, tag_root) else STALE
+
+
+def label_key(label: str) -> str:
+    """What makes two spellings the same label: case and spacing do not count."""
+    return " ".join(label.split()).casefold()
+
+
+def rejections(
+    previous: Record | None, rejected: Sequence[str], theirs: Sequence[str]
+) -> list[str]:
+    """The labels a new record must keep out: those ``previous`` kept out and the newly
+    ``rejected``, less those a person now says are right (``theirs``)."""
+    right = {label_key(label) for label in theirs}
+    known = [*(previous.rejected if previous is not None else []), *rejected]
+    found: dict[str, str] = {}
+    for label in known:
+        if label_key(label) not in right:
+            found.setdefault(label_key(label), label)
+    return list(found.values())
+
+
+def allowed(tags: Sequence[Tag], kept_out: Sequence[str]) -> list[Tag]:
+    """``tags`` less those of the labels in ``kept_out``."""
+    out = {label_key(label) for label in kept_out}
+    return [tag for tag in tags if label_key(tag.label) not in out]
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A person's decisions about one photo's labels (``mkt-tag review --apply``)."""
+
+    theirs: Sequence[str] = ()  # accepted or added: the person's keywords from now on
+    rejected: Sequence[str] = ()  # wrong: kept out, besides those the record keeps out
+
+    def ours(
+        self, tags: Sequence[Tag], previous: Record | None, keep: bool = False
+    ) -> tuple[list[Tag], list[str]]:
+        """The tags mkt-tag writes as its own (``previous``'s too with ``keep``), less the
+        labels kept out and those now the person's; and the labels the new record keeps
+        out."""
+        kept_out = rejections(previous, self.rejected, self.theirs)
+        if keep and previous is not None:
+            tags = previous.kept_with(tags)
+        return allowed(tags, [*kept_out, *self.theirs]), kept_out
 
 
 def labels_by_score(tags: Sequence[Tag]) -> list[str]:

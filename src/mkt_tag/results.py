@@ -3,6 +3,12 @@
 Results files are ``.csv``, ``.json`` or ``.jsonl``, written atomically (``files.py``). The
 combined file of a run is built through a journal, which makes interrupted runs resumable.
 Per-image sidecars are in ``sidecars.py``.
+
+Reading uses the csv and json modules, not pandas: what costs is making Python objects of
+each row (a path, a list of ``Tag``), whichever parser splits the file. Measured on a CSV of
+100,000 rows of 5 tags (CPU seconds on the shared 2-core machine): the csv module 3.8 s;
+pandas 0.4 (import) + 0.2 (``read_csv``) + 3.2 (columns to rows) = 3.7 s: no gain.
+:func:`read_rows` (``mkt-tag review``) skips the ``Path`` and ``TagResult`` of each row.
 """
 
 from __future__ import annotations
@@ -65,7 +71,10 @@ def _to_record(result: TagResult) -> dict[str, Any]:
     return record
 
 
-def _from_record(record: Any) -> TagResult:
+Row = tuple[str, list[Tag], str]  # a result as written: path, tags best first, run
+
+
+def _row_of_record(record: Any) -> Row:
     if not (
         isinstance(record, dict)
         and isinstance(record.get("path"), str)
@@ -74,14 +83,33 @@ def _from_record(record: Any) -> TagResult:
         raise MalformedFileError('expected objects like {"path": ..., "tags": [...]}')
     tags = []
     for item in record["tags"]:
+        if (  # the form mkt-tag writes, checked inline: faster than label_and_score
+            type(item) is dict
+            and type(label := item.get("label")) is str
+            and type(score := item.get("score")) in (float, int)
+        ):
+            tags.append(_tag(label, score))  # type: ignore[arg-type]  # checked
+            continue
         label, score = label_and_score(item)
         if score is None:
             raise MalformedFileError(f"tag {label!r} has no score")
-        tags.append(Tag(label, score))
+        tags.append(_tag(label, score))
     run = record.get("run", "")
     if not isinstance(run, str):
         raise MalformedFileError(f"run {run!r} is not a fingerprint")
-    return TagResult(Path(record["path"]), tags, run)
+    tags.sort(key=_tag_order)
+    return record["path"], tags, run
+
+
+def _tag(label: str, score: float) -> Tag:
+    """``Tag(label, score)``, bypassing the frozen ``__init__`` (slow for 500,000 tags)."""
+    tag = object.__new__(Tag)
+    tag.__dict__.update(label=label, score=score)
+    return tag
+
+
+def _tag_order(tag: Tag) -> tuple[float, str]:
+    return -tag.score, tag.label  # TagResult's order
 
 
 def label_and_score(item: Any) -> tuple[str, float | None]:
@@ -143,25 +171,29 @@ def read_results(path: Path) -> list[TagResult]:
     Raises:
         InputFileError: the file is missing, unreadable or not in the expected layout.
     """
-    path = Path(path)
-    suffix = _results_suffix(path)
+    return [TagResult(Path(path), tags, run) for path, tags, run in read_rows(path)]
+
+
+def read_rows(path: Path) -> list[Row]:
+    """:func:`read_results` as rows (path as written, tags best first, run): half the time."""
+    suffix = _results_suffix(path := Path(path))
     try:
         text = path.read_text(encoding="utf-8")
         if suffix == ".json":
             records = json.loads(text)
             if not isinstance(records, list):
                 raise MalformedFileError("expected a JSON array")
-            return [_from_record(record) for record in records]
+            return [_row_of_record(record) for record in records]
         if suffix == ".jsonl":
-            return [_from_record(json.loads(line)) for line in text.splitlines() if line.strip()]
-        return _results_from_csv(text)
+            return [_row_of_record(json.loads(ln)) for ln in text.splitlines() if ln.strip()]
+        return _rows_from_csv(text)
     except OSError as error:
         raise InputFileError(path, (error.strerror or str(error)).lower()) from None
     except (ValueError, UnicodeDecodeError) as error:  # includes JSON and MalformedFileError
         raise InputFileError(path, f"malformed results file ({error})") from None
 
 
-def _results_from_csv(text: str) -> list[TagResult]:
+def _rows_from_csv(text: str) -> list[Row]:
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if header not in (CSV_HEADER, CSV_HEADER[:3]):  # files of mkt-tag 0.2 have no run
@@ -174,8 +206,9 @@ def _results_from_csv(text: str) -> list[TagResult]:
         scores = [float(score) for score in row[2].split(LABEL_SEPARATOR)] if row[2] else []
         if len(labels) != len(scores):
             raise MalformedFileError(f"{len(labels)} tags but {len(scores)} scores in {row!r}")
-        tags = [Tag(label, score) for label, score in zip(labels, scores, strict=True)]
-        results.append(TagResult(Path(row[0]), tags, row[3] if len(row) > 3 else ""))
+        tags = [_tag(label, score) for label, score in zip(labels, scores, strict=True)]
+        tags.sort(key=_tag_order)
+        results.append((row[0], tags, row[3] if len(row) > 3 else ""))
     return results
 
 
@@ -291,7 +324,8 @@ class ResultsFile:
             if not line.strip():
                 continue
             try:
-                recovered.append(_from_record(json.loads(line)))
+                path, tags, run = _row_of_record(json.loads(line))
+                recovered.append(TagResult(Path(path), tags, run))
             except ValueError as error:
                 raise OutputError(
                     f"{self.journal_path}: line {number} is corrupt ({error}); delete the "

@@ -5,12 +5,19 @@ mkt-tag's record of what it wrote (``records``): re-tagging and :func:`remove_ta
 only mkt-tag's entries, and every other element of the file is kept. JSON sidecars keep
 the same record under ``"mkt-tag"``. A TXT sidecar is a bare list of labels, with no room
 for a record: mkt-tag cannot tell whose its labels are, nor which run wrote them.
+
+A review's decisions (``mkt-tag review --apply``) are the person's: labels they accepted or
+added become their keywords (not mkt-tag's entries, so no re-tag and no ``untag`` removes
+them), and labels they rejected are listed in the record, which keeps every later run from
+writing them into that sidecar again. A TXT sidecar has no record: it gets the corrected
+labels, and a later ``tag --overwrite`` or ``--append`` may bring a rejected one back.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,16 +37,15 @@ from mkt_tag.records import (
     CURRENT,
     NEW,
     STALE,
+    Decided,
     Record,
     RunIdentity,
+    allowed,
     labels_by_score,
     state,
 )
 from mkt_tag.results import MalformedFileError, Tag, label_and_score
-from mkt_tag.sidecar_paths import (
-    SIDECAR_FORMATS,
-    sidecar_path,
-)
+from mkt_tag.sidecar_paths import SIDECAR_FORMATS, SIDECAR_NAMINGS, sidecar_path
 from mkt_tag.xmp import XmpDocument, record_state
 
 _JSON_RECORD = "mkt-tag"  # the key of mkt-tag's record in a JSON sidecar
@@ -54,6 +60,9 @@ def write_sidecar(
     run: RunIdentity | None = None,
     tag_root: str = "",
     keep: bool = False,
+    *,
+    theirs: Sequence[str] = (),
+    rejected: Sequence[str] = (),
 ) -> Path:
     """Write mkt-tag's tags of ``image`` to its sidecar (``json``, ``txt`` or ``xmp``),
     atomically, and return the sidecar's path.
@@ -63,18 +72,23 @@ def write_sidecar(
     it is. ``tag_root`` puts the hierarchical entries under a root (``auto|dog``). A TXT
     sidecar is replaced (merged into with ``keep``).
 
+    A review's decisions: ``theirs`` (labels a person accepted or added) are written as the
+    person's keywords; ``rejected`` join the labels the record keeps out. No tag of a label
+    the record keeps out is written (a TXT sidecar has no record: only ``rejected`` count).
+
     Raises:
         OutputError: the sidecar cannot be written, or an existing one cannot be parsed
             (it is then left untouched).
     """
     path = sidecar_path(image, fmt, naming)
     existing = _read_existing(path)
+    decided = Decided(theirs, rejected)
     try:
         if fmt == "txt":
-            text = _txt_sidecar(existing, tags, keep)
+            text = _txt_sidecar(existing, allowed(tags, rejected), keep, decided.theirs)
         else:
             update = _json_update if fmt == "json" else _xmp_update
-            text = update(existing, tags, run or ANONYMOUS_RUN, tag_root, keep)
+            text = update(existing, tags, run or ANONYMOUS_RUN, tag_root, keep, decided)
     except MalformedFileError as error:
         raise _cannot_update(path, error) from None
     atomic_write_text(path, text)
@@ -161,6 +175,21 @@ def sidecar_state(image: Path, fmt: str, naming: str, run: RunIdentity, tag_root
         return STALE
 
 
+def rejected_labels(image: Path) -> list[str]:
+    """The labels a person rejected for ``image``, as the records of its XMP and JSON
+    sidecars (either naming) list them; a sidecar that cannot be read lists none."""
+    found: list[str] = []
+    for fmt in ("xmp", "json"):
+        for naming in SIDECAR_NAMINGS:
+            try:
+                data = sidecar_path(image, fmt, naming).read_bytes()
+                record = XmpDocument(data).record if fmt == "xmp" else _json_document(data)[1]
+            except (OSError, MalformedFileError):
+                continue
+            found += record.rejected if record is not None else []
+    return list(dict.fromkeys(found))
+
+
 def read_sidecar_tags(path: Path, fmt: str) -> list[str]:
     """The labels stored in a sidecar, in file order (XMP: its flat keywords).
 
@@ -227,8 +256,8 @@ def _union(first: list[str], second: list[str]) -> list[str]:
     return list(dict.fromkeys([*first, *second]))
 
 
-def _txt_sidecar(existing: bytes | None, tags: list[Tag], keep: bool) -> str:
-    labels = [tag.label for tag in tags]
+def _txt_sidecar(existing: bytes | None, tags: list[Tag], keep: bool, theirs: Sequence[str]) -> str:
+    labels = _union([tag.label for tag in tags], list(theirs))
     if keep and existing is not None:
         labels = _union(_parse_txt(existing), labels)
     return ", ".join(labels) + "\n"
@@ -248,39 +277,49 @@ def _parse_txt(data: bytes) -> list[str]:
 
 
 def _xmp_update(
-    existing: bytes | None, tags: list[Tag], run: RunIdentity, root: str, keep: bool
+    existing: bytes | None,
+    tags: list[Tag],
+    run: RunIdentity,
+    root: str,
+    keep: bool,
+    decided: Decided,
 ) -> str:
     xmp = XmpDocument(existing)
     previous = xmp.record
-    tags = _with_previous(tags, previous, keep)
+    tags, kept_out = decided.ours(tags, previous, keep)
     owned = previous.owned if previous else Ownership()
-    fields, written = add_tags(xmp.fields(), owned, labels_by_score(tags), root)
-    xmp.update(fields, Record.of(run, tags, written, root))
+    labels = labels_by_score(tags)
+    fields, written = add_tags(xmp.fields(), owned, labels, root, decided.theirs)
+    xmp.update(fields, Record.of(run, tags, written, root, kept_out))
     return xmp.to_text()
 
 
 def _json_update(
-    existing: bytes | None, tags: list[Tag], run: RunIdentity, root: str, keep: bool
+    existing: bytes | None,
+    tags: list[Tag],
+    run: RunIdentity,
+    root: str,
+    keep: bool,
+    decided: Decided,
 ) -> str:
     document, previous = _json_document(existing) if existing is not None else ({}, None)
-    tags = _with_previous(tags, previous, keep)
+    tags, kept_out = decided.ours(tags, previous, keep)
     owned = previous.owned if previous else Ownership()
-    fields, written = add_tags({_JSON_LABELS: _json_labels(document)}, owned, labels_by_score(tags))
+    before = {_JSON_LABELS: _json_labels(document)}
+    fields, written = add_tags(before, owned, labels_by_score(tags), persons=decided.theirs)
     scores = {tag.label: tag.score for tag in tags}
-    entries = {_tag_label(entry): entry for entry in document.get("tags", [])}
+    # A label newly the person's is written as a person writes one: a bare label.
+    entries: dict[str, Any] = {label: label for label in fields[_JSON_LABELS]}
+    entries |= {_tag_label(entry): entry for entry in document.get("tags", [])}
     ours = set(written.added.get(_JSON_LABELS, []))
     document["tags"] = [
         {"label": label, "score": round(scores[label], 4)} if label in ours else entries[label]
         for label in fields[_JSON_LABELS]
     ]
     document.pop("source", None)  # mkt-tag 0.2's mark, replaced by the record
-    record = Record.of(run, tags, written, root)
+    record = Record.of(run, tags, written, root, kept_out)
     document[_JSON_RECORD] = _json_record(record)
     return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
-
-
-def _with_previous(tags: list[Tag], previous: Record | None, keep: bool) -> list[Tag]:
-    return previous.kept_with(tags) if keep and previous is not None else tags
 
 
 def _tag_label(entry: Any) -> str:
@@ -324,6 +363,7 @@ def _json_record(record: Record) -> dict[str, Any]:
         "version": record.version,
         "tags": [{"label": tag.label, "score": round(tag.score, 4)} for tag in record.tags],
         "added": record.owned.added.get(_JSON_LABELS, []),
+        **({"rejected": record.rejected} if record.rejected else {}),
     }
 
 
@@ -350,5 +390,9 @@ def _record_from_json(data: Any) -> Record:
     added = data.get("added", [])
     if not isinstance(added, list) or not all(isinstance(label, str) for label in added):
         raise MalformedFileError("mkt-tag's record in it has a damaged 'added' list")
+    rejected = data.get("rejected", [])
+    if not isinstance(rejected, list) or not all(isinstance(label, str) for label in rejected):
+        raise MalformedFileError("mkt-tag's record in it has a damaged 'rejected' list")
     values = {name: data.get(name, "") for name in names}
-    return Record(**values, tags=tags, owned=Ownership(added={_JSON_LABELS: added}))
+    owned = Ownership(added={_JSON_LABELS: added})
+    return Record(**values, tags=tags, owned=owned, rejected=rejected)

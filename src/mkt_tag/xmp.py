@@ -225,12 +225,17 @@ def _record_element(record: Record) -> ET.Element:
         item = ET.SubElement(tags, _RDF_LI, {_RDF_PARSE_TYPE: "Resource"})
         ET.SubElement(item, _mkt("Label")).text = tag.label
         ET.SubElement(item, _mkt("Score")).text = f"{tag.score:.4f}"
-    for kind in ("added", "copied"):
-        for field, entries in getattr(record.owned, kind).items():
-            name = f"{kind.capitalize()}{field.name}"
-            bag = ET.SubElement(ET.SubElement(description, _mkt(name)), _RDF_BAG)
-            for entry in entries:
-                ET.SubElement(bag, _RDF_LI).text = entry
+    bags = [
+        (f"{kind.capitalize()}{field.name}", entries)
+        for kind in ("added", "copied")
+        for field, entries in getattr(record.owned, kind).items()
+    ]
+    if record.rejected:  # labels a person rejected: never written here again
+        bags.append(("Rejected", record.rejected))
+    for name, entries in bags:
+        bag = ET.SubElement(ET.SubElement(description, _mkt(name)), _RDF_BAG)
+        for entry in entries:
+            ET.SubElement(bag, _RDF_LI).text = entry
     return description
 
 
@@ -263,7 +268,9 @@ def _read_record(descriptions: list[ET.Element]) -> Record | None:
             if element is not None:
                 entries = [item.text for item in element.iter(_RDF_LI) if item.text]
                 getattr(owned, kind)[field] = entries
-    return Record(**values, tags=tags, owned=owned)
+    found = elements.get("Rejected")
+    rejected = [item.text for item in found.iter(_RDF_LI) if item.text] if found is not None else []
+    return Record(**values, tags=tags, owned=owned, rejected=rejected)
 
 
 def _text(element: ET.Element | None) -> str:

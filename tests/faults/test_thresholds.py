@@ -128,12 +128,15 @@ def test_thresholds_of_another_model_are_refused_unless_forced(tmp_path):
 
 
 def test_eval_streams_make_another_model(tmp_path):
-    """Thresholds calibrated on one stream's scores (--streams global) do not fit the fused
-    scores `tag` gives: a different fingerprint."""
-    out, _ = calibrated_by_eval(tmp_path, "--streams", "global")
+    """Thresholds calibrated on other scores than `tag` gives (--streams both, where a plain
+    backbone tags with its class token alone) do not fit them: a different fingerprint; the
+    same scores `tag --streams both` gives do."""
+    out, _ = calibrated_by_eval(tmp_path, "--streams", "both")
     tagger = Tagger.load(str(TINY_CONFIG), device="cpu", precision="fp32")
     with pytest.raises(LabelFileError, match="calibrated for another model"):
         check_thresholds_model(out, str(TINY_CONFIG), tagger.scores_fingerprint)
+    fused = Tagger.load(str(TINY_CONFIG), device="cpu", precision="fp32", streams="both")
+    assert check_thresholds_model(out, str(TINY_CONFIG), fused.scores_fingerprint) == []
 
 
 def test_model_named_differently_without_fingerprint_warns(tmp_path):

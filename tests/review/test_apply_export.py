@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 
 from mkt_tag.keywords import SUBJECT
@@ -37,20 +38,39 @@ def test_apply_follows_the_ownership_rules_of_tag(review, tagged):
     person_sidecar(image, ["holiday", "beach"])  # the person wrote "beach" too
     write_sidecar(image, review.photos[a].tags, "xmp", run=RUN)  # mkt-tag tag --sidecar xmp
     review.decide(a, "beach", "reject")
-    review.decide(a, "sunset", "accept")
+    review.decide(a, "sunset", "accept")  # added
     applied = apply_corrections(review, "xmp")
     sidecar = sidecar_path(image, "xmp")
     assert applied.failures == [] and applied.written == [(sidecar, ["dog", "sunset"])]
-    # best first: a label a person added scores 1
+    # The person's keywords first, then the one they added; dog (undecided) is mkt-tag's.
     assert read_sidecar_tags(sidecar, "xmp") == ["holiday", "beach", "sunset", "dog"]
-    assert person_labels(sidecar, "xmp") == ["holiday", "beach"]  # the person's stay
+    assert person_labels(sidecar, "xmp") == ["holiday", "beach", "sunset"]  # beach: theirs
     # Still the tagging run's: `tag` with the same run finds it current, keeps the corrections.
     assert sidecar_state(image, "xmp", "full", RUN) == CURRENT
     record = XmpDocument(sidecar.read_bytes()).record
-    assert record is not None and [t.label for t in record.tags] == ["dog", "sunset"]
-    # untag takes the corrected tags out again, and only those.
+    assert record is not None and [t.label for t in record.tags] == ["dog"]
+    assert record.rejected == ["beach"]
+    # untag takes mkt-tag's undecided tag out, and only that.
     remove_tags(image, "xmp")
-    assert read_sidecar_tags(sidecar, "xmp") == ["holiday", "beach"]
+    assert read_sidecar_tags(sidecar, "xmp") == ["holiday", "beach", "sunset"]
+
+
+def test_a_later_apply_keeps_earlier_rejections_unless_accepted(review, tagged):
+    a = photo_id(review, "a.jpg")
+    image = review.photos[a].path
+    write_sidecar(image, review.photos[a].tags, "json", run=RUN)
+    review.decide(a, "beach", "reject")
+    apply_corrections(review, "json")
+    review.decide(a, "beach", "clear")  # undecided again: still kept out
+    review.decide(a, "dog", "reject")
+    apply_corrections(review, "json")
+    record = json.loads(sidecar_path(image, "json").read_text())["mkt-tag"]
+    assert record["rejected"] == ["beach", "dog"] and record["tags"] == []
+    review.decide(a, "beach", "accept")  # the person changed their mind: theirs now
+    apply_corrections(review, "json")
+    record = json.loads(sidecar_path(image, "json").read_text())["mkt-tag"]
+    assert record["rejected"] == ["dog"]
+    assert read_sidecar_tags(sidecar_path(image, "json"), "json") == ["beach"]
 
 
 def test_apply_writes_only_photos_with_decisions_and_reports_failures(review, tagged):

@@ -97,7 +97,7 @@ def review(
         session = open_review(results, labels, corrections, on_warning=warn)
     except MktTagError as error:
         raise fail(str(error)) from None
-    paths = [photo.path for photo in session.photos]
+    paths = [photo.filename for photo in session.photos]
     thumbnails = Thumbnails(paths, default_cache(cache_dir), workers=default_workers())
     try:
         if apply or export is not None:

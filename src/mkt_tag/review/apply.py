@@ -1,12 +1,20 @@
-"""``mkt-tag review --apply``: a review's corrected tags into the photos' sidecars.
+"""``mkt-tag review --apply``: a review's decisions into the photos' sidecars.
 
-The corrected tags of a photo are the model's tags nobody rejected and the labels a person
-added. They are written as ``mkt-tag tag`` writes tags (``sidecars.write_sidecar``): they
-replace mkt-tag's own entries and record, and what a person or another program wrote stays,
-so a rejected tag goes from mkt-tag's entries only, and ``mkt-tag untag`` takes the
-corrected tags out again. A sidecar that holds the record of a tagging run keeps that run's
-identity, so ``mkt-tag tag`` with the same model, vocabulary and selection finds the photo
-current and leaves the corrections be. Only photos with a decision are written.
+A person's decisions belong to the person (``sidecars.write_sidecar`` with ``theirs`` and
+``rejected``):
+
+- the tags they accepted and the labels they added become their keywords: no longer among
+  mkt-tag's entries, so neither ``mkt-tag untag`` nor any later ``mkt-tag tag`` (re-tag,
+  ``--overwrite``, ``--append``, another model or vocabulary) removes them;
+- the tags they rejected go from mkt-tag's entries and are listed in mkt-tag's record
+  (``mkttag:Rejected``, ``"rejected"`` in JSON), and no later ``tag`` run writes them into
+  that photo again; a keyword of the person's with the same name stays;
+- the model's tags they did not decide stay mkt-tag's, as ``tag`` wrote them.
+
+A sidecar that holds the record of a tagging run keeps that run's identity, so ``tag`` with
+the same model, vocabulary and selection finds the photo current and leaves it be. A TXT
+sidecar has no record: it gets the corrected labels, and nothing remembers the rejections.
+Only photos with a decision are written.
 """
 
 from __future__ import annotations
@@ -51,21 +59,32 @@ def apply_corrections(
     naming: str = "full",
     on_written: Callable[[Path, list[str]], None] | None = None,
 ) -> Applied:
-    """Write the corrected tags of every photo with a decision to its ``fmt`` sidecar
-    (``xmp``, ``json`` or ``txt``). A photo that fails is reported and the rest written."""
+    """Write the decisions about every photo with one to its ``fmt`` sidecar (``xmp``,
+    ``json`` or ``txt``): accepted and added labels as the person's keywords, rejected ones
+    out of mkt-tag's and kept out from then on (see the module's docstring). A photo that
+    fails is reported and the rest written."""
     applied = Applied()
     for photo in review.photos:
         decisions = review.decisions.get(photo.id)
         if decisions is None:
             continue
-        tags = corrected_tags(photo, decisions)
+        undecided = [tag for tag in photo.tags if tag.label not in decisions.verdicts]
         try:
             run, root = _run_of(sidecar_path(photo.path, fmt, naming), fmt)
-            path = write_sidecar(photo.path, tags, fmt, naming, run=run, tag_root=root)
+            path = write_sidecar(
+                photo.path,
+                undecided,
+                fmt,
+                naming,
+                run=run,
+                tag_root=root,
+                theirs=decisions.positives(),
+                rejected=decisions.negatives(),
+            )
         except MktTagError as error:
             applied.failures.append(str(error))
             continue
-        labels = [tag.label for tag in tags]
+        labels = [tag.label for tag in corrected_tags(photo, decisions)]
         applied.written.append((path, labels))
         if on_written is not None:
             on_written(path, labels)

@@ -220,7 +220,7 @@ class Review:
             query.status == "reviewed"
         ):
             return False
-        if query.text and query.text.casefold() not in str(photo.path).casefold():
+        if query.text and query.text.casefold() not in photo.filename.casefold():
             return False
         whole_range = query.low <= 0 and query.high >= 1
         if query.label:
@@ -272,7 +272,7 @@ def _match(photos: list[Photo], corrections: Corrections) -> dict[int, Decisions
     """The saved decisions of each photo. Rows are matched by path as written, else by the
     image they name (a symlink, another spelling): resolving every path costs a system call
     per photo, so only when some row is not matched by its spelling."""
-    by_path = {str(photo.path): photo.id for photo in photos}
+    by_path = {photo.filename: photo.id for photo in photos}
     found: dict[int, Decisions] = {}
     unmatched: list[tuple[Path, Decisions]] = []
     for path, decisions in corrections.items():

@@ -55,7 +55,7 @@ class Thumbnails:
     cache holds them: memory stays small however many photos there are.
     """
 
-    def __init__(self, paths: Sequence[Path], cache: Path, workers: int = 2) -> None:
+    def __init__(self, paths: Sequence[Path | str], cache: Path, workers: int = 2) -> None:
         self.paths = list(paths)
         self.folder = thumbnail_folder(cache)
         self._queue: list[tuple[int, int, int]] = []  # (order, index, size): asked for
@@ -73,7 +73,7 @@ class Thumbnails:
 
     def cached_path(self, index: int, size: int) -> Path | None:
         """Where the thumbnail of photo ``index`` is kept; None when the photo is gone."""
-        path = self.paths[index]
+        path = Path(self.paths[index])
         try:
             info = path.stat()
         except OSError:
@@ -159,7 +159,7 @@ class Thumbnails:
         except OSError:
             pass  # not made yet
         try:
-            data = make_thumbnail(self.paths[index], size)
+            data = make_thumbnail(Path(self.paths[index]), size)
         except ImageLoadError:
             return None
         try:

@@ -19,7 +19,7 @@ from mkt_tag.errors import OutputError
 from mkt_tag.records import ANONYMOUS_RUN, CURRENT, NEW, STALE, RunIdentity
 from mkt_tag.results import ResultsFile, TagResult, image_key
 from mkt_tag.sidecar_paths import sidecar_collisions, sidecar_path
-from mkt_tag.sidecars import sidecar_state, write_sidecar
+from mkt_tag.sidecars import rejected_labels, sidecar_state, write_sidecar
 
 if TYPE_CHECKING:  # exiftool: needed only by runs that embed
     from mkt_tag.embedded import EmbedChange, EmbeddedMetadata
@@ -146,8 +146,16 @@ class Outputs:
             )
         if self.embedded is None or not self._embeds(result.path):
             return []
+        # A review applied to the photo's sidecar: its rejections hold inside the file too.
+        rejected = rejected_labels(result.path)
         change = self.embedded.write(
-            result.path, result.tags, run or ANONYMOUS_RUN, self.tag_root, self.keep, self.dry_run
+            result.path,
+            result.tags,
+            run or ANONYMOUS_RUN,
+            self.tag_root,
+            self.keep,
+            self.dry_run,
+            rejected=rejected,
         )
         if self.dry_run:
             self.changes.append(change)
