@@ -11,6 +11,7 @@ import sys
 from mkt_tag.cli import (  # noqa: F401 - importing registers the commands
     cache,
     eval,
+    merge,
     models,
     reference,
     review,

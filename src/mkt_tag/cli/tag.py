@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from contextlib import nullcontext
@@ -38,7 +39,7 @@ from mkt_tag.cli._app import (
 )
 from mkt_tag.config import DEFAULT_BACKBONE
 from mkt_tag.devices import Device, Precision
-from mkt_tag.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE, MktTagError
+from mkt_tag.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE, MktTagError, UsageError
 from mkt_tag.records import RunIdentity
 from mkt_tag.results import TagResult
 
@@ -122,6 +123,14 @@ def tag(
         Naming.full, "--sidecar-naming", help="full: photo.jpg.xmp; stem: photo.xmp."
     ),
     recursive: RecursiveOption = False,
+    shard: str | None = typer.Option(
+        None,
+        "--shard",
+        metavar="I/N",
+        help="Tag the I-th of N shards of the images (from 1); -o tags.csv writes "
+        "tags.shard-I-of-N.csv (`mkt-tag merge` joins them) [default: from torchrun's RANK and "
+        "WORLD_SIZE, or a Slurm array's SLURM_ARRAY_TASK_ID and _COUNT; none: every image].",
+    ),
     skip_existing: bool = typer.Option(
         False,
         "--skip-existing",
@@ -203,7 +212,7 @@ def tag(
         mkt-tag tag ~/Photos -r --labels my_labels.txt --sidecar xmp
     """
     # Planning imports neither torch nor the model: a run with nothing to do ends at once.
-    from mkt_tag import vocab
+    from mkt_tag import shards, vocab
     from mkt_tag.tagging import job as tagjob
     from mkt_tag.tagging.selection import check_thresholds_model, selection_for
 
@@ -213,6 +222,10 @@ def tag(
         raise fail(f"--output {output}: use a .csv, .json or .jsonl file name", EXIT_USAGE)
     existing = "overwrite" if overwrite else "append" if append else "skip"
     chosen_streams = None if streams is None else streams.value
+    try:
+        chosen_shard, shard_source = shards.resolve(shard, os.environ)
+    except UsageError as error:
+        raise fail(str(error), EXIT_USAGE) from None
     try:
         vocabulary = vocab.read_labels(labels)
         for warning in vocabulary.warnings:
@@ -241,10 +254,13 @@ def tag(
             batch_size=batch_size,
             workers=workers,
             parallel=parallel,
+            shard=chosen_shard,
         )
         with tagjob.plan(job, on_wait=_waiting) as planned:
             for failure in planned.failures:
                 err.print(Text(f"failed: {failure}", style="yellow"))
+            if chosen_shard is not None and not quiet:  # "shard 2/8 (RANK=1, ...): 125 of 1000"
+                err.print(f"shard {chosen_shard} ({shard_source}): {planned.shard_share}")
             if verbose:
                 _list_skipped(planned)
             tagger, labelset = None, None

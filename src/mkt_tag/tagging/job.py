@@ -31,6 +31,7 @@ from mkt_tag.files import remove_stale_temporaries
 from mkt_tag.images import scan_inputs
 from mkt_tag.records import CURRENT, NEW, STALE, RunIdentity, vocabulary_fingerprint
 from mkt_tag.results import ResultsFile, TagResult
+from mkt_tag.shards import Shard
 from mkt_tag.sidecar_paths import SIDECAR_FORMATS
 from mkt_tag.tagging.outputs import Outputs, shared_sidecars
 from mkt_tag.tagging.selection import Selection
@@ -67,6 +68,15 @@ class TagJob:
     batch_size: int = 16  # images per forward pass
     workers: int | None = None  # decoding processes (None: automatic)
     parallel: int | None = None  # batches the model runs at once (None: automatic)
+    # tag only this shard of the images found, into its own results file (shards.py)
+    shard: Shard | None = None
+
+    @property
+    def results_path(self) -> Path | None:
+        """The results file the run writes: ``output``, or its shard's (tags.shard-2-of-8.csv)."""
+        if self.output is None or self.shard is None:
+            return self.output
+        return self.shard.output(self.output)
 
 
 @dataclass
@@ -85,11 +95,19 @@ class TagPlan:
     unreadable: list[Path] = field(default_factory=list)  # photo formats not read yet
     removed: list[Path] = field(default_factory=list)  # temporaries of killed runs
     outputs: Outputs = field(default_factory=Outputs)  # open for this run
+    total: int = 0  # images found in the inputs, before taking the shard
 
     @property
     def results(self) -> ResultsFile | None:
         """The combined output, open (and locked) for this run."""
         return self.outputs.results
+
+    @property
+    def shard_share(self) -> str:
+        """What the shard took, and where its results go: "125 of 1000 images, results in
+        tags.shard-2-of-8.csv"."""
+        into = f", results in {self.job.results_path}" if self.job.results_path else ""
+        return f"{len(self.images)} of {self.total} images{into}"
 
     @property
     def skipped(self) -> int:
@@ -170,25 +188,34 @@ def plan(job: TagJob, on_wait: Callable[[Path], None] | None = None) -> TagPlan:
     if job.inputs and len(found.missing) == len(job.inputs):
         raise _nothing_found(found.errors)
     failures: list[MktTagError] = list(found.errors)
+    images, unreadable = found.images, found.unreadable
+    if job.shard is not None:
+        images, unreadable = job.shard.select(images), job.shard.select(unreadable)
     # Only ours, only of processes that are gone: see files.remove_stale_temporaries.
-    folders = {image.parent for image in found.images}
-    if job.output is not None:
-        folders.add(job.output.parent)
+    folders = {image.parent for image in images}
+    if job.results_path is not None:
+        folders.add(job.results_path.parent)
     removed = [path for folder in sorted(folders) for path in remove_stale_temporaries(folder)]
     outputs = _open_outputs(job, on_wait)
     try:
+        # Collisions over every image found: two photos sharing a sidecar may fall in two
+        # shards, whose runs would each write it.
+        shared = shared_sidecars(found.images, job.sidecar, job.sidecar_naming)
+        chosen = set(images) if job.shard is not None else shared.keys()
         refused: dict[Path, OutputError] = {
-            **shared_sidecars(found.images, job.sidecar, job.sidecar_naming),
-            **outputs.refusals(found.images),
+            **{image: error for image, error in shared.items() if image in chosen},
+            **outputs.refusals(images),
         }
         failures += refused.values()
-        states = outputs.states([image for image in found.images if image not in refused])
+        states = outputs.states([image for image in images if image not in refused])
     except BaseException:
         outputs.close()
         raise
     todo = [image for image, state in states.items() if state != CURRENT or job.existing != "skip"]
     counts = {state: sum(s == state for s in states.values()) for state in (NEW, STALE, CURRENT)}
-    return TagPlan(job, found.images, todo, failures, counts, found.unreadable, removed, outputs)
+    return TagPlan(
+        job, images, todo, failures, counts, unreadable, removed, outputs, len(found.images)
+    )
 
 
 def _open_outputs(job: TagJob, on_wait: Callable[[Path], None] | None) -> Outputs:
@@ -206,9 +233,9 @@ def _open_outputs(job: TagJob, on_wait: Callable[[Path], None] | None) -> Output
         from mkt_tag.embedded import EmbeddedMetadata
 
         outputs.embedded = EmbeddedMetadata().__enter__()
-    if job.output is not None:
+    if job.results_path is not None:
         try:
-            outputs.results = ResultsFile(job.output, on_wait=on_wait)
+            outputs.results = ResultsFile(job.results_path, on_wait=on_wait)
         except BaseException:
             outputs.close()
             raise
