@@ -109,6 +109,7 @@ def test_unsupported_backbones_are_rejected():
 
 def regression_scores() -> torch.Tensor:
     model = checkpoints.load(str(TINY_CONFIG))
+    model.config.streams = "both"  # MKT's fused scores (a plain backbone's default is global)
     fill_deterministic(model, seed=0)
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(123))
     with torch.no_grad():

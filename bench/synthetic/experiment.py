@@ -331,7 +331,10 @@ def backbone_for(
     record_file = out / "pretrain.json"
     saved = json.loads(record_file.read_text()) if record_file.is_file() else {}
     arch = pretrain.arch_for(spec.layout)
-    if saved.get("config") == asdict(config) and saved.get("arch") == arch and "zero_shot" in saved:
+    # the number of threads changes how fast, not what (beyond float rounding): not compared
+    wanted = {k: v for k, v in asdict(config).items() if k != "threads"}
+    found = {k: v for k, v in saved.get("config", {}).items() if k != "threads"}
+    if found == wanted and saved.get("arch") == arch and "zero_shot" in saved:
         return dict(saved)
     print(f"pretraining the backbone ({config.steps} steps) ...", flush=True)
     pretrain.pretrain(out, config, arch, log_every=max(1, config.steps // 10), spec=spec)
