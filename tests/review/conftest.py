@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,10 +48,10 @@ def photo_id(review: Review, name: str) -> int:
     return next(photo.id for photo in review.photos if photo.path.name == name)
 
 
-@pytest.fixture
-def server(review: Review, isolated_cache: Path) -> Iterator[ReviewServer]:
-    """The review served on a free port of 127.0.0.1, in a background thread."""
-    thumbnails = Thumbnails([photo.path for photo in review.photos], isolated_cache, workers=1)
+@contextmanager
+def serving(review: Review, cache: Path) -> Iterator[ReviewServer]:
+    """``review`` served on a free port of 127.0.0.1, in a background thread."""
+    thumbnails = Thumbnails([photo.path for photo in review.photos], cache, workers=1)
     running = ReviewServer(review, thumbnails)
     thread = threading.Thread(target=running.serve_forever, daemon=True)
     thread.start()
@@ -58,3 +59,10 @@ def server(review: Review, isolated_cache: Path) -> Iterator[ReviewServer]:
     running.shutdown()
     running.server_close()
     thread.join(5)
+
+
+@pytest.fixture
+def server(review: Review, isolated_cache: Path) -> Iterator[ReviewServer]:
+    """The review served on a free port of 127.0.0.1, in a background thread."""
+    with serving(review, isolated_cache) as running:
+        yield running

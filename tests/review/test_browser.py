@@ -1,8 +1,9 @@
 """The review page in a real browser: Debian's Chromium, headless, driven by Playwright.
 
 Click through: filter, reject a tag (keyboard), add a label (completion field), mark a photo
-reviewed, reload, and find every decision kept. With MKT_TAG_SCREENSHOTS=1 the test also
-saves the screenshots docs/review.md shows (docs/images/review-*.png).
+reviewed, reload, and find every decision kept. The last test goes through a review of a
+dozen drawn photos (tests/review/scenes.py); with MKT_TAG_SCREENSHOTS=1 it saves the
+screenshots docs/review.md shows (docs/images/review-*.png).
 
 No browser is downloaded: Playwright drives the system Chromium (`apt-get install chromium`,
 as .ci/run does; or MKT_TAG_CHROMIUM=/path/to/chrome). A missing browser FAILS the test with
@@ -12,16 +13,20 @@ can be had, MKT_TAG_SKIP_BROWSER=1 skips it, saying so in pytest's summary.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.review.conftest import TAGS
+from mkt_tag.review import open_review
+from tests.review.conftest import TAGS, serving
+from tests.review.scenes import SCENES, write_review
 
 IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 SCREENSHOTS = os.environ.get("MKT_TAG_SCREENSHOTS") == "1"
@@ -37,8 +42,9 @@ def chromium_path() -> str:
     )
 
 
-@pytest.fixture
-def page(server) -> Iterator:
+@contextmanager
+def browser_tab() -> Iterator:
+    """A tab of a headless Chromium, 1280 x 800; no JavaScript error may happen in it."""
     if os.environ.get("MKT_TAG_SKIP_BROWSER") == "1":
         pytest.skip("MKT_TAG_SKIP_BROWSER=1: the review page is not tested in a browser")
     try:
@@ -59,6 +65,12 @@ def page(server) -> Iterator:
         assert errors == [], errors  # no JavaScript error along the way
 
 
+@pytest.fixture
+def page(server) -> Iterator:
+    with browser_tab() as tab:
+        yield tab
+
+
 def expect(locator):
     from playwright.sync_api import expect as playwright_expect
 
@@ -76,9 +88,15 @@ def thumbnails_shown(page) -> None:
 
 
 def shot(page, name: str) -> None:
+    """Save docs/images/review-``name``.png (with MKT_TAG_SCREENSHOTS=1) in 256 colours: a
+    quarter of the bytes, and no difference to see on a page of flat colours and drawings."""
     if SCREENSHOTS:
+        from PIL import Image
+
         IMAGES.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(IMAGES / f"review-{name}.png"))
+        image = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+        image = image.quantize(256, Image.Quantize.FASTOCTREE, dither=Image.Dither.FLOYDSTEINBERG)
+        image.save(IMAGES / f"review-{name}.png", optimize=True)
 
 
 def card(page, name: str):
@@ -95,7 +113,6 @@ def test_filter_reject_add_reload_and_find_the_decisions_kept(page, server, tagg
     thumbnails_shown(page)
     assert names(page) == ["c.jpg", "b.png", "a.jpg", "d.jpg"]  # borderline first
     assert "token" not in page.url  # out of the history once the cookie is set
-    shot(page, "grid")
 
     # Filter by label: the per-label view, lowest score first.
     page.fill("#filter-label", "dog")
@@ -157,11 +174,9 @@ def test_label_search_and_the_per_label_view(page, server):
     assert names(page) == ["a.jpg"]
     page.fill("#score-low", "0")
     expect(page.locator(".photo")).to_have_count(2)
-    shot(page, "label-view")
     page.keyboard.press("Escape")
     page.keyboard.press("?")
     assert page.locator("#help").is_visible()
-    shot(page, "keys")
     page.keyboard.press("Escape")
     assert not page.locator("#help").is_visible()
 
@@ -171,3 +186,91 @@ def test_more_photos_come_a_page_at_a_time(page, server):
     expect(page.locator(".photo")).to_have_count(len(TAGS))
     assert page.locator("#more").is_hidden()  # all shown: no button
     assert page.locator("#count").inner_text() == f"{len(TAGS)} photos"
+
+
+# --- a review of drawn photos: what a person sees, and the screenshots of docs/review.md ----
+
+
+@pytest.fixture
+def showcase(tmp_path: Path, isolated_cache: Path) -> Iterator:
+    """A dozen drawn photos (a sunset, a dog, a stop sign...) with plausible tags, served."""
+    results, labels = write_review(tmp_path)
+    with serving(open_review(results, labels), isolated_cache) as running:
+        yield running
+
+
+def decide(page, name: str, label: str, decision: str) -> None:
+    card(page, name).get_by_role("button", name=f"{decision} {label}", exact=True).click()
+    verdict = {"accept": "accepted", "reject": "rejected"}[decision]
+    card(page, name).locator(f'.tag.{verdict}[data-label="{label}"]').wait_for()
+
+
+def test_a_review_of_drawn_photos_from_grid_to_label_view(showcase, tmp_path):
+    with browser_tab() as page:
+        page.goto(showcase.url)
+        expect(page.locator(".photo")).to_have_count(len(SCENES))
+        thumbnails_shown(page)
+        lowest = {name: min(scores.values()) for name, (_, scores) in SCENES.items()}
+        assert names(page) == sorted(SCENES, key=lambda name: (lowest[name], name))
+        # The header names the files; the full paths are in its tooltip.
+        expect(page.locator("#files")).to_have_text("tags.csv → tags.corrections.jsonl")
+        title = page.locator("#files").get_attribute("title")
+        assert str(tmp_path / "tags.csv") in title
+        assert str(tmp_path / "tags.corrections.jsonl") in title
+
+        # A few decisions with the mouse: wrong tags out, a right one in, a label added, a
+        # photo reviewed.
+        decide(page, "IMG_2380.jpg", "sunset", "reject")
+        decide(page, "IMG_2231.jpg", "stop sign", "reject")
+        decide(page, "IMG_2113.jpg", "tree", "reject")
+        field = card(page, "IMG_2113.jpg").locator("input.add")
+        field.fill("sky")
+        field.press("Enter")
+        card(page, "IMG_2113.jpg").locator('.tag.added[data-label="sky"]').wait_for()
+        decide(page, "IMG_2302.jpg", "flower", "reject")
+        card(page, "IMG_2302.jpg").locator("button.done").click()
+        page.locator('.photo.reviewed:has(img[alt="IMG_2302.jpg"])').wait_for()
+        decide(page, "IMG_2204.jpg", "text", "accept")
+        expect(page.locator("#summary")).to_have_text(
+            f"{len(SCENES)} photos, 1 reviewed, 7 decisions"
+        )
+        expect(page.locator("#label-list button", has_text="flower")).to_contain_text("(1 ✗)")
+        page.mouse.move(0, 0)  # no hover effect in the screenshot
+        page.mouse.wheel(0, -2000)  # the filters in view
+        shot(page, "grid")
+
+        # The per-label view: every photo tagged dog, lowest dog score first; x rejects the
+        # dog on the cat, the first photo, which has the focus.
+        page.locator("#label-list button", has_text="dog").click()
+        expect(page.locator(".photo")).to_have_count(3)
+        assert names(page) == ["IMG_2118.jpg", "IMG_2162.jpg", "IMG_2113.jpg"]
+        thumbnails_shown(page)
+        page.keyboard.press("x")
+        card(page, "IMG_2118.jpg").locator('.tag.rejected[data-label="dog"]').wait_for()
+        expect(page.locator("#label-list button", has_text="dog")).to_contain_text("(1 ✗)")
+        page.mouse.move(0, 0)
+        shot(page, "label-view")
+
+        page.keyboard.press("?")
+        assert page.locator("#help").is_visible()
+        shot(page, "keys")
+        page.keyboard.press("Escape")
+
+    rows = {
+        Path(row["path"]).name: row
+        for row in map(json.loads, (tmp_path / "tags.corrections.jsonl").read_text().splitlines())
+    }
+    assert set(rows) == {
+        "IMG_2231.jpg", "IMG_2113.jpg", "IMG_2302.jpg", "IMG_2204.jpg", "IMG_2380.jpg",
+        "IMG_2118.jpg",
+    }  # fmt: skip
+    assert rows["IMG_2113.jpg"]["labels"] == ["sky"] and rows["IMG_2113.jpg"]["negatives"] == [
+        "tree"
+    ]
+    assert rows["IMG_2302.jpg"] == {
+        **rows["IMG_2302.jpg"],
+        "labels": ["pizza"],
+        "negatives": ["flower"],
+        "unknown": [],
+    }
+    assert rows["IMG_2118.jpg"]["negatives"] == ["dog"]

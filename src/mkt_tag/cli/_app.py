@@ -6,6 +6,7 @@ choice lists come from torch-free modules), so that `mkt-tag --help` answers at 
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -68,6 +69,23 @@ PrecisionOption = Annotated[
     ),
 ]
 CacheDirOption = Annotated[Path | None, typer.Option("--cache-dir", help=CACHE_HELP)]
+
+
+class Sidecar(str, Enum):
+    """Sidecar formats (``tag --sidecar``, ``review --apply --sidecar``)."""
+
+    json = "json"
+    txt = "txt"
+    xmp = "xmp"
+
+
+class Naming(str, Enum):
+    """How a sidecar is named: ``full`` photo.jpg.xmp, ``stem`` photo.xmp."""
+
+    full = "full"
+    stem = "stem"
+
+
 StreamsOption = Annotated[
     Streams | None,
     typer.Option(

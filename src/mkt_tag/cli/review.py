@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import webbrowser
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
-from mkt_tag.cli._app import app, err, fail, out, warn
+from mkt_tag.cli._app import Naming, Sidecar, app, err, fail, out, warn
 from mkt_tag.errors import EXIT_PARTIAL, EXIT_USAGE, MktTagError
 
 if TYPE_CHECKING:
     from mkt_tag.review import Review
     from mkt_tag.review.thumbnails import Thumbnails
-
-
-class ApplyFormat(str, Enum):
-    json = "json"
-    txt = "txt"
-    xmp = "xmp"
-
-
-class ApplyNaming(str, Enum):
-    full = "full"
-    stem = "stem"
 
 
 @app.command()
@@ -55,11 +43,11 @@ def review(
     apply: bool = typer.Option(
         False, "--apply", help="Write the corrected tags to sidecars, then exit (no page)."
     ),
-    sidecar: ApplyFormat = typer.Option(
-        ApplyFormat.xmp, "--sidecar", help="With --apply: the sidecar format to write."
+    sidecar: Sidecar = typer.Option(
+        Sidecar.xmp, "--sidecar", help="With --apply: the sidecar format to write."
     ),
-    sidecar_naming: ApplyNaming = typer.Option(
-        ApplyNaming.full, "--sidecar-naming", help="full: photo.jpg.xmp; stem: photo.xmp."
+    sidecar_naming: Naming = typer.Option(
+        Naming.full, "--sidecar-naming", help="full: photo.jpg.xmp; stem: photo.xmp."
     ),
     export: Path | None = typer.Option(
         None,
@@ -112,8 +100,8 @@ def _apply_and_export(
     session: Review,
     thumbnails: Thumbnails,
     apply: bool,
-    sidecar: ApplyFormat,
-    naming: ApplyNaming,
+    sidecar: Sidecar,
+    naming: Naming,
     export: Path | None,
 ) -> None:
     from mkt_tag.review.apply import apply_corrections

@@ -6,7 +6,6 @@ import os
 import time
 from collections import Counter
 from contextlib import nullcontext
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,9 +26,11 @@ from mkt_tag.cli._app import (
     BatchSizeOption,
     CacheDirOption,
     DeviceOption,
+    Naming,
     ParallelOption,
     PrecisionOption,
     RecursiveOption,
+    Sidecar,
     StreamsOption,
     WorkersOption,
     app,
@@ -48,17 +49,6 @@ if TYPE_CHECKING:
     from mkt_tag.tagging.job import JobReport, TagPlan
     from mkt_tag.tagging.label_embeddings import LabelSet
     from mkt_tag.tagging.tagger import Tagger
-
-
-class Sidecar(str, Enum):
-    json = "json"
-    txt = "txt"
-    xmp = "xmp"
-
-
-class Naming(str, Enum):
-    full = "full"
-    stem = "stem"
 
 
 class _RateColumn(ProgressColumn):

@@ -46,7 +46,7 @@ def open_review(
             on_warning(line)
     photos = load_photos(source)
     saved = Corrections(Path(corrections) if corrections else corrections_path(source))
-    return Review(photos, vocabulary.labels, saved)
+    return Review(photos, vocabulary.labels, saved, source)
 
 
 __all__ = ["Corrections", "Query", "Review", "corrections_path", "load_photos", "open_review"]

@@ -7,8 +7,10 @@ same calls serve the page, the tests and a Python user. No HTTP here: see ``serv
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +57,17 @@ class Query:
 class Review:
     """The photos of one results file under review, with a person's decisions."""
 
-    def __init__(self, photos: Sequence[Photo], labels: Sequence[str], corrections: Corrections):
+    def __init__(
+        self,
+        photos: Sequence[Photo],
+        labels: Sequence[str],
+        corrections: Corrections,
+        source: Path | None = None,
+    ) -> None:
         self.photos = list(photos)
         self.labels = list(labels)
         self.corrections = corrections
+        self.source = source  # the results file (or folder) the photos come from, if known
         self._vocabulary = {normalise(label): label for label in self.labels}
         self.decisions: dict[int, Decisions] = _match(self.photos, corrections)
         self._orders: dict[tuple[str, str], list[Photo]] = {}  # (label, sort): photos
@@ -97,14 +106,10 @@ class Review:
         """Every vocabulary label (and every other label a photo is tagged with), with how
         many photos carry it and how many of those a person rejected."""
         tagged: dict[str, int] = dict.fromkeys(self.labels, 0)
+        tagged.update(Counter(chain.from_iterable(photo.scores for photo in self.photos)))
         rejected: dict[str, int] = {}
-        for photo in self.photos:
-            decisions = self.decisions.get(photo.id)
-            for tag in photo.tags:
-                tagged[tag.label] = tagged.get(tag.label, 0) + 1
-            if decisions is None:
-                continue
-            own = {tag.label for tag in photo.tags}
+        for photo_id, decisions in self.decisions.items():
+            own = self.photos[photo_id].scores
             for label, right in decisions.verdicts.items():
                 if right and label not in own:
                     tagged[label] = tagged.get(label, 0) + 1
@@ -116,13 +121,18 @@ class Review:
         ]
 
     def summary(self) -> dict[str, Any]:
-        """How far the review is: photos, reviewed photos, decisions."""
+        """How far the review is: photos, reviewed photos, decisions; and the files, in full
+        and by name (the page's header: ``tags.csv → tags.corrections.jsonl``)."""
         decisions = self.decisions.values()
+        source = self.source
         return {
             "photos": len(self.photos),
             "reviewed": sum(d.reviewed for d in decisions),
             "decisions": sum(len(d.verdicts) for d in decisions),
-            "corrections": str(self.corrections.path),
+            "results": "" if source is None else str(source.absolute()),
+            "results_name": "" if source is None else source.absolute().name,
+            "corrections": str(self.corrections.path.absolute()),
+            "corrections_name": self.corrections.path.name,
         }
 
     # --- what the page changes -----------------------------------------------------------
@@ -137,7 +147,7 @@ class Review:
             OutputError: the corrections file cannot be written (nothing changed).
         """
         photo = self._photo(photo_id)
-        if label not in {tag.label for tag in photo.tags}:
+        if label not in photo.scores:
             found = self._vocabulary.get(normalise(label))
             if found is None:
                 raise UsageError(f"{label!r} is not a label of the vocabulary")
@@ -157,7 +167,7 @@ class Review:
             OutputError: the corrections file cannot be written (nothing changed).
         """
         photo = self._photo(photo_id)
-        labels = [tag.label for tag in photo.tags]
+        labels = list(photo.scores)
         return self._change(photo, lambda current: reviewed(current, labels, done))
 
     # --- inside --------------------------------------------------------------------------
@@ -181,7 +191,7 @@ class Review:
 
     def _labels_of(self, photo: Photo) -> dict[str, float | None]:
         """The photo's labels now: the model's (with its score), then those a person added."""
-        found: dict[str, float | None] = {tag.label: tag.score for tag in photo.tags}
+        found: dict[str, float | None] = dict(photo.scores)
         decisions = self.decisions.get(photo.id)
         if decisions is not None:
             for label, right in decisions.verdicts.items():
@@ -211,8 +221,8 @@ class Review:
 
     def _sort_score(self, photo: Photo, label: str) -> float | None:
         if label:
-            return next((tag.score for tag in photo.tags if tag.label == label), None)
-        return min((tag.score for tag in photo.tags), default=None)
+            return photo.scores.get(label)
+        return min(photo.scores.values(), default=None)
 
     def _selected(self, photo: Photo, query: Query) -> bool:
         decisions = self.decisions.get(photo.id)
@@ -226,7 +236,7 @@ class Review:
         if query.label:
             labels = self._labels_of(photo) if decisions is not None else None
             if labels is None:
-                score = next((t.score for t in photo.tags if t.label == query.label), None)
+                score = photo.scores.get(query.label)
                 if score is None:
                     return False
             elif query.label not in labels:
@@ -236,23 +246,18 @@ class Review:
             return whole_range if score is None else query.low <= score <= query.high
         if whole_range:
             return True
-        return any(query.low <= tag.score <= query.high for tag in photo.tags)
+        return any(query.low <= score <= query.high for score in photo.scores.values())
 
     def _describe(self, photo: Photo) -> dict[str, Any]:
         decisions = self.decisions.get(photo.id, Decisions())
         tags = [
-            {
-                "label": tag.label,
-                "score": round(tag.score, 4),
-                "verdict": _verdict(decisions, tag.label),
-            }
-            for tag in photo.tags
+            {"label": label, "score": round(score, 4), "verdict": _verdict(decisions, label)}
+            for label, score in photo.ranked()
         ]
-        own = {tag.label for tag in photo.tags}
         tags += [
             {"label": label, "score": None, "verdict": "added"}
             for label in decisions.positives()
-            if label not in own
+            if label not in photo.scores
         ]
         return {
             "id": photo.id,

@@ -170,7 +170,11 @@ async function refreshLabels() {
     state.labels = answer.labels;
     const s = answer.summary;
     $("summary").textContent = `${s.photos.toLocaleString()} photos, ${s.reviewed.toLocaleString()} ` +
-      `reviewed, ${s.decisions.toLocaleString()} decisions → ${s.corrections}`;
+      `reviewed, ${s.decisions.toLocaleString()} decisions`;
+    // The names read at a glance; the full paths are in the tooltip.
+    $("files").textContent = s.results_name ? `${s.results_name} → ${s.corrections_name}` :
+      `decisions → ${s.corrections_name}`;
+    $("files").title = (s.results ? `results: ${s.results}\n` : "") + `decisions saved to: ${s.corrections}`;
     showLabels();
   } catch (error) {
     setStatus(`error: ${error.message}`, true);
