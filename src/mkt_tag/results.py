@@ -8,7 +8,7 @@ Reading uses the csv and json modules, not pandas: what costs is making Python o
 each row (a path, a list of ``Tag``), whichever parser splits the file. Measured on a CSV of
 100,000 rows of 5 tags (CPU seconds on the shared 2-core machine): the csv module 3.8 s;
 pandas 0.4 (import) + 0.2 (``read_csv``) + 3.2 (columns to rows) = 3.7 s: no gain.
-:func:`read_rows` (``mkt-tag review``) skips the ``Path`` and ``TagResult`` of each row.
+:func:`read_rows` (the review's checked fallback) skips the ``Path`` and ``TagResult`` of each row.
 """
 
 from __future__ import annotations
