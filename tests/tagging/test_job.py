@@ -175,6 +175,10 @@ def world(tmp_path: Path, uninterrupted: dict[str, Path]) -> dict[str, Path]:
     return {**uninterrupted, "photos": tmp_path / "photos", "tmp": tmp_path}
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt(world: dict[str, Path], sig: int) -> subprocess.CompletedProcess[str]:
     """Start a run, send ``sig`` once some images are journalled, return how it ended."""
     output = world["tmp"] / "out.csv"
@@ -185,6 +189,9 @@ def interrupt(world: dict[str, Path], sig: int) -> subprocess.CompletedProcess[s
         stderr=subprocess.PIPE,
         text=True,
         env=ENV,
+        # a shell's background job (`cmd &` without job control) ignores SIGINT, and so would
+        # the run: give it the default disposition, as a terminal's Ctrl-C finds it
+        preexec_fn=_default_sigint,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
