@@ -18,6 +18,7 @@ from mkt_tag.cli import app
 from mkt_tag.errors import EXIT_ERROR, EXIT_USAGE
 from mkt_tag.review import open_review
 from mkt_tag.sidecar_paths import sidecar_path
+from tests.cli.test_train import assert_one_line_error
 from tests.review.conftest import photo_id
 
 runner = CliRunner()
@@ -26,15 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def review_cli(*args: object):
     return runner.invoke(app, ["review", *map(str, args)])
-
-
-def assert_one_line_error(result, code: int, *fragments: str) -> None:
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.mark.parametrize(

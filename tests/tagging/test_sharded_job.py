@@ -12,6 +12,7 @@ from mkt_tag.shards import Shard
 from mkt_tag.tagging.job import TagJob, plan, run, run_identity
 from mkt_tag.tagging.selection import Selection
 from tests.conftest import TINY_CONFIG, make_photo
+from tests.tagging.test_job import drain
 
 LABELS = ["cat", "dog", "beach", "sunset", "traffic light"]
 SELECTION = Selection(top_k=3)
@@ -32,15 +33,6 @@ def labels(tagger):
 @pytest.fixture(scope="module")
 def identity():
     return run_identity(TINY_CONFIG, LABELS, SELECTION)
-
-
-def drain(events):
-    items = []
-    while True:
-        try:
-            items.append(next(events))
-        except StopIteration as stop:
-            return items, stop.value
 
 
 def tag_into(inputs, output, tagger, labels, identity, shard=None, **options):
