@@ -5,9 +5,11 @@
 #
 # 1. the whole test suite with CUDA visible (`--device auto` then picks the GPU);
 # 2. bench/tag_throughput.py on cuda (bf16 auto against fp32, plain loop, forward ceiling);
-# 3. bench/train_throughput.py on cuda (stage 1 images/s, stage 2 against the baseline);
-# 4. `mkt-tag train --amp` on cuda stopped after 2 steps, resumed to the end, then `eval`;
-# 5. the same training under `torchrun --nproc_per_node 1` on NCCL (one process still joins a
+# 3. bench/feeding.py: what the decoding processes deliver with a no-op model, against the
+#    real ViT-B/16 path on cuda with the same workers (issue 17: at least 80% of it);
+# 4. bench/train_throughput.py on cuda (stage 1 images/s, stage 2 against the baseline);
+# 5. `mkt-tag train --amp` on cuda stopped after 2 steps, resumed to the end, then `eval`;
+# 6. the same training under `torchrun --nproc_per_node 1` on NCCL (one process still joins a
 #    process group: DDP, all_reduce, barriers): epoch 1 and its validation, a stop
 #    (--max-steps), a resume to the end, then a check of the run folder.
 #
@@ -41,6 +43,11 @@ $python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.i
 TAIL=8 part pytest 240 $python -m pytest -q -p no:cacheprovider tests
 part tag 200 $python bench/tag_throughput.py --device cuda --n-large 48 --n-small 96 \
     --out "$work/bench"
+cpus=$(nproc)
+feeding=(--n 480 --workers 8 $((cpus - cpus / 8)) --rounds 2 --out "$work/bench")
+part feeding-no-op 300 $python bench/feeding.py "${feeding[@]}" --parts decode handover pipeline
+part feeding-gpu 300 $python bench/feeding.py "${feeding[@]}" --parts tagger cli \
+    --model ViT-B-16 --device cuda
 part train 150 $python bench/train_throughput.py --device cuda --images 256 --batch-size 32 \
     --out "$work/bench"
 

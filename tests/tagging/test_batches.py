@@ -15,6 +15,7 @@ from mkt_tag.errors import EXIT_USAGE
 from mkt_tag.tagging import batches as pipeline
 from mkt_tag.tagging.batches import (
     ImageFiles,
+    decode_chunk,
     default_parallel,
     default_workers,
     plan_batches,
@@ -29,10 +30,12 @@ from tests.conftest import TINY_CONFIG, make_photo
     [
         (2, 2, True, 0),  # torch uses every core: each batch's thread decodes it
         (16, 16, True, 0),
-        (16, 4, True, 8),  # cores torch leaves free, at most 8
+        (16, 4, True, 12),  # the cores torch leaves free
         (8, 4, True, 4),
         (2, 2, False, 2),  # the model runs on a GPU: every core can decode
-        (16, 16, False, 8),
+        (7, 16, False, 7),
+        (16, 16, False, 14),  # ... but one in eight feeds the GPU
+        (64, 16, False, 32),  # at most 32
     ],
 )
 def test_default_workers_use_only_cores_the_model_leaves_free(
@@ -85,9 +88,12 @@ def files(tmp_path):
     return ImageFiles(paths, PreprocessConfig(image_size=32, resize=32))
 
 
-@pytest.mark.parametrize(("parallel", "workers"), [(1, 0), (2, 0), (3, 0), (2, 1)])
-def test_batches_come_back_decoded_and_in_plan_order(files, parallel, workers):
-    plan = plan_batches(len(files), 2, parallel)
+@pytest.mark.parametrize(
+    ("parallel", "workers", "batch_size"),
+    [(1, 0, 2), (2, 0, 2), (3, 0, 2), (2, 1, 2), (1, 2, 5), (1, 3, 10)],
+)
+def test_batches_come_back_decoded_and_in_plan_order(files, parallel, workers, batch_size):
+    plan = plan_batches(len(files), batch_size, parallel)
     batches = list(run_batches(files, plan, lambda items: items, parallel, workers))
     assert [[index for index, _, _ in batch] for batch in batches] == [list(b) for b in plan]
     for index, array, reason in (item for batch in batches for item in batch):
@@ -96,6 +102,31 @@ def test_batches_come_back_decoded_and_in_plan_order(files, parallel, workers):
             assert array is None and reason == expected[2] and "empty" in reason
         else:
             assert reason is None and np.array_equal(array, expected[1])
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "workers", "expected"),
+    [(16, 1, 16), (16, 2, 8), (16, 8, 2), (16, 32, 2), (5, 2, 3)],
+)
+def test_decode_chunks_share_a_batch_among_the_workers(batch_size, workers, expected):
+    assert decode_chunk(batch_size, workers) == expected
+
+
+class _WhoDecodes(ImageFiles):
+    """Files whose items say which worker process decoded them (in the reason field)."""
+
+    def __getitem__(self, index):
+        info = torch.utils.data.get_worker_info()
+        return index, None, str(info.id if info else None)
+
+
+def test_every_worker_decodes_part_of_the_first_batch(files):
+    # Whole batches per worker left all but one idle until the second batch (issue 17).
+    who = _WhoDecodes(files.paths, files.preprocess)
+    plan = [range(0, 8), range(8, len(files))]
+    first = next(run_batches(who, plan, lambda items: items, 1, workers=2))
+    assert [index for index, _, _ in first] == list(range(8))
+    assert {reason for _, _, reason in first} == {"0", "1"}
 
 
 def test_parallel_batches_really_run_at_once_with_their_share_of_threads(files):

@@ -44,9 +44,35 @@ WorkersOption = Annotated[
     typer.Option(
         "--workers",
         min=0,
-        help="Decoding processes [default: the cores the model leaves free, at most 8; 0: "
-        "each batch is decoded by the thread that runs it, the default where torch uses "
-        "every core].",
+        help="Decoding processes [default: on a GPU, 7 cores of 8 (all on 2-7 cores); on a "
+        "CPU the cores torch leaves free, at most 32; 0: each batch is decoded by the thread "
+        "that runs it, the default where torch uses every core].",
+    ),
+]
+
+
+class Engine(str, Enum):
+    """Where ``tag`` runs the model: in this process, or on Ray (``tagging.ray_engine``)."""
+
+    local = "local"
+    ray = "ray"
+
+
+EngineOption = Annotated[
+    Engine,
+    typer.Option(
+        "--engine",
+        help="local: this process; ray: Ray Data, one model per GPU or group of CPUs, on this "
+        "machine or a Ray cluster (needs the ray extra; see docs/scaling.md).",
+    ),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        metavar="ADDR",
+        help="With --engine ray: the Ray cluster to join [default: $RAY_ADDRESS, else one "
+        "`ray start` began on this machine, else a new local instance].",
     ),
 ]
 ParallelOption = Annotated[

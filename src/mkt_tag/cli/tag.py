@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import (
@@ -26,9 +26,12 @@ from mkt_tag.cli._app import (
     BatchSizeOption,
     CacheDirOption,
     DeviceOption,
+    Engine,
+    EngineOption,
     Naming,
     ParallelOption,
     PrecisionOption,
+    RayAddressOption,
     RecursiveOption,
     Sidecar,
     StreamsOption,
@@ -46,9 +49,7 @@ from mkt_tag.results import TagResult
 
 if TYPE_CHECKING:
     from mkt_tag.keywords import Fields
-    from mkt_tag.tagging.job import JobReport, TagPlan
-    from mkt_tag.tagging.label_embeddings import LabelSet
-    from mkt_tag.tagging.tagger import Tagger
+    from mkt_tag.tagging.job import FileTagger, JobReport, TagPlan
 
 
 class _RateColumn(ProgressColumn):
@@ -169,6 +170,8 @@ def tag(
         "edited vocabulary skips the image model.",
     ),
     cache_dir: CacheDirOption = None,
+    engine: EngineOption = Engine.local,
+    ray_address: RayAddressOption = None,
     force_thresholds: bool = typer.Option(
         False,
         "--force-thresholds",
@@ -204,6 +207,7 @@ def tag(
     # Planning imports neither torch nor the model: a run with nothing to do ends at once.
     from mkt_tag import shards, vocab
     from mkt_tag.tagging import job as tagjob
+    from mkt_tag.tagging.ray_engine import RayEngine, check_job  # Ray: only to tag images
     from mkt_tag.tagging.selection import check_thresholds_model, selection_for
 
     if sum([skip_existing, overwrite, append]) > 1:
@@ -212,11 +216,12 @@ def tag(
         raise fail(f"--output {output}: use a .csv, .json or .jsonl file name", EXIT_USAGE)
     existing = "overwrite" if overwrite else "append" if append else "skip"
     chosen_streams = None if streams is None else streams.value
+    if ray_address is not None and engine is not Engine.ray:
+        raise fail("--ray-address: only with --engine ray", EXIT_USAGE)
     try:
         chosen_shard, shard_source = shards.resolve(shard, os.environ)
-    except UsageError as error:
-        raise fail(str(error), EXIT_USAGE) from None
-    try:
+        if engine is Engine.ray:  # what it cannot do, and a missing Ray, before any work
+            check_job(paths, workers, parallel, feature_cache)
         vocabulary = vocab.read_labels(labels)
         for warning in vocabulary.warnings:
             warn(warning)
@@ -253,30 +258,32 @@ def tag(
                 err.print(f"shard {chosen_shard} ({shard_source}): {planned.shard_share}")
             if verbose:
                 _list_skipped(planned)
-            tagger, labelset = None, None
-            if planned.todo:  # the model (and torch) only for images that need it
-                from mkt_tag.tagging.tagger import Tagger
-
-                spinner = err.is_terminal and not quiet
+            files: FileTagger | None = None  # what tags the images: a model here, or Ray
+            if planned.todo:  # a model (and torch) only for images that need it
+                spinner = err.is_terminal and not quiet and engine is Engine.local
                 with err.status("loading model", spinner="dots") if spinner else nullcontext():
-                    tagger = Tagger.load(
-                        model,
-                        device=device.value,
-                        precision=precision.value,
-                        cache_dir=cache_dir,
-                        feature_cache=feature_cache,
-                        streams=chosen_streams,
-                    )
-                    tagger.report_cache_warnings(warn)
-                    if thresholds is not None:
+                    where: dict[str, Any] = {"device": device.value, "cache_dir": cache_dir}
+                    where.update(precision=precision.value, streams=chosen_streams)
+                    if engine is Engine.ray:  # Ray's actors load it; here only its files
+                        fingerprint = run().model_fingerprint  # a missing model fails now
+                        files = RayEngine(model, vocabulary.entries, address=ray_address, **where)
+                    else:
+                        from mkt_tag.tagging.tagger import Tagger
+
+                        tagger = Tagger.load(model, feature_cache=feature_cache, **where)
+                        tagger.report_cache_warnings(warn)
                         fingerprint = tagger.scores_fingerprint
+                    if thresholds is not None:
                         for note in check_thresholds_model(
                             thresholds, model, fingerprint, force_thresholds
                         ):
                             warn(note)
-                    labelset = tagger.embed_labels(vocabulary.entries, source=str(labels))
-            to_stdout = output is None and not sidecar and not embed
-            report = _run_job(planned, tagger, labelset, quiet, verbose, to_stdout)
+                    if engine is Engine.local:
+                        labelset = tagger.embed_labels(vocabulary.entries, source=str(labels))
+                        files = tagjob.LocalTagger(tagger, labelset, workers, parallel)
+            report = _run_job(planned, files, quiet, verbose, not (output or sidecar or embed))
+    except UsageError as error:  # options that cannot go together (shards, engine)
+        raise fail(str(error), EXIT_USAGE) from None
     except MktTagError as error:
         raise fail(str(error)) from None
     except KeyboardInterrupt:
@@ -292,13 +299,8 @@ INTERRUPTED = "interrupted: finished images are saved; run the same command agai
 
 
 def _waiting(output: Path) -> None:
-    err.print(
-        Text(
-            f"waiting: another mkt-tag run is writing {output}; this one goes on when it "
-            "is done (Ctrl-C to stop)",
-            style="yellow",
-        )
-    )
+    message = f"waiting: another mkt-tag run is writing {output}; this one goes on when it"
+    err.print(Text(message + " is done (Ctrl-C to stop)", style="yellow"))
 
 
 def _list_skipped(planned: TagPlan) -> None:
@@ -325,18 +327,14 @@ def _states(states: dict[str, int]) -> str:
 def _unreadable_summary(unreadable: list[Path]) -> str:
     """ "skipped 3 .jxl, 2 .cr2 files mkt-tag cannot read yet", most frequent first."""
     counts = Counter(path.suffix.lower() for path in unreadable)
-    kinds = ", ".join(f"{n} {suffix}" for suffix, n in sorted(counts.items(), key=_by_count))
+    by_count = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    kinds = ", ".join(f"{n} {suffix}" for suffix, n in by_count)
     return f"skipped {kinds} files mkt-tag cannot read yet"
-
-
-def _by_count(item: tuple[str, int]) -> tuple[int, str]:
-    return -item[1], item[0]
 
 
 def _run_job(
     planned: TagPlan,
-    tagger: Tagger | None,
-    labelset: LabelSet | None,
+    files: FileTagger | None,
     quiet: bool,
     verbose: bool,
     to_stdout: bool,
@@ -347,9 +345,7 @@ def _run_job(
     started = time.perf_counter()
     with _progress(quiet) as progress:
         task = progress.add_task("tagging", total=None)
-        events = tagjob.run(
-            planned, tagger, labelset, on_start=lambda n: progress.update(task, total=n)
-        )
+        events = tagjob.run(planned, files, on_start=lambda n: progress.update(task, total=n))
         try:
             while True:
                 item = next(events)

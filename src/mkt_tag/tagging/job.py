@@ -12,6 +12,9 @@ needs it, does the caller load a model:
         for item in run(work, tagger, labels):
             ...
 
+``run`` takes a local ``Tagger`` and its labels, or anything else that tags files (a
+:class:`FileTagger`, such as ``ray_engine.RayEngine``, which needs no model on this machine).
+
 Every output is written atomically, so a run killed at any moment (Ctrl-C, kill -9) leaves
 each sidecar either untouched or complete, and the combined results file either absent or
 complete; its journal lets the next run resume where the last one stopped.
@@ -19,10 +22,10 @@ complete; its journal lets the next run resume where the last one stopped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, cast
 
 from mkt_tag import hub, identity
 from mkt_tag.config import check_streams
@@ -43,6 +46,31 @@ if TYPE_CHECKING:  # torch: imported by whoever loads a model, not by planning
     from mkt_tag.tagging.tagger import Tagger
 
 EXISTING_MODES = ("skip", "overwrite", "append")
+
+
+class FileTagger(Protocol):
+    """What tags a run's images: one TagResult or ImageLoadError per path, in any order."""
+
+    def tag_files(
+        self, paths: Sequence[Path], selection: Selection, batch_size: int
+    ) -> Iterator[TagResult | ImageLoadError]: ...
+
+
+@dataclass
+class LocalTagger:
+    """A :class:`FileTagger` of a ``Tagger`` in this process, with the labels it embedded."""
+
+    tagger: Tagger
+    labels: LabelSet
+    workers: int | None = None  # decoding processes (None: automatic)
+    parallel: int | None = None  # batches the model runs at once (None: automatic)
+
+    def tag_files(
+        self, paths: Sequence[Path], selection: Selection, batch_size: int
+    ) -> Iterator[TagResult | ImageLoadError]:
+        return self.tagger.tag_files(
+            paths, self.labels, selection, batch_size, self.workers, self.parallel
+        )
 
 
 @dataclass
@@ -250,8 +278,8 @@ def _nothing_found(errors: list[ImageLoadError]) -> MktTagError:
 
 def run(
     work: TagJob | TagPlan,
-    tagger: Tagger | None,
-    labels: LabelSet | None,
+    tagger: Tagger | FileTagger | None,
+    labels: LabelSet | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> Generator[TagResult | MktTagError, None, JobReport]:
     """Run a planned job (or plan ``work`` first), yielding each image's result or error
@@ -260,7 +288,9 @@ def run(
 
     Given a :class:`TagJob`, the errors found while planning it are yielded first; given a
     :class:`TagPlan`, they are in ``plan.failures`` (and in the report) and not yielded
-    again. ``tagger`` and ``labels`` may be None when the plan has nothing to tag.
+    again. ``tagger`` is a ``Tagger`` with the ``labels`` it embedded, or a
+    :class:`FileTagger` (an engine, no labels); both may be None when the plan has nothing
+    to tag.
     ``on_start(n)`` is told how many images need the model, before the first one runs.
     The results file is written at the end, and the plan closed, however the run ends.
     """
@@ -281,9 +311,8 @@ def run(
         if on_start:
             on_start(len(work.todo))
         if work.todo:
-            if tagger is None or labels is None:
-                raise ValueError("the plan has images to tag: give a tagger and labels")
-            yield from _tag(job, work.todo, tagger, labels, work.outputs, report)
+            files = _file_tagger(job, tagger, labels)
+            yield from _tag(job, work.todo, files, work.outputs, report)
         if work.results is not None:
             work.results.finish()
         report.changes = work.outputs.changes
@@ -292,19 +321,27 @@ def run(
     return report
 
 
+def _file_tagger(
+    job: TagJob, tagger: Tagger | FileTagger | None, labels: LabelSet | None
+) -> FileTagger:
+    """What tags the plan's images: a ``Tagger`` with its labels, or an engine as given."""
+    if labels is not None and tagger is not None:
+        return LocalTagger(cast("Tagger", tagger), labels, job.workers, job.parallel)
+    if tagger is None or hasattr(tagger, "embed_labels"):  # a Tagger needs its labels
+        raise ValueError("the plan has images to tag: give a tagger and labels, or an engine")
+    return tagger
+
+
 def _tag(
     job: TagJob,
     todo: list[Path],
-    tagger: Tagger,
-    labels: LabelSet,
+    files: FileTagger,
     outputs: Outputs,
     report: JobReport,
 ) -> Generator[TagResult | MktTagError, None, None]:
     results = outputs.results
     pending: list[TagResult] = []
-    for item in tagger.tag_files(
-        todo, labels, job.selection, job.batch_size, job.workers, job.parallel
-    ):
+    for item in files.tag_files(todo, job.selection, job.batch_size):
         if isinstance(item, ImageLoadError):
             report.failures.append(item)
             yield item

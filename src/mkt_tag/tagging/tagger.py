@@ -295,25 +295,40 @@ class Tagger:
         files = ImageFiles([paths[i] for i in todo], self.preprocess)
 
         def score(items: list[Decoded]) -> tuple[ScoredBatch, np.ndarray | None]:
-            good = [(todo[i], array) for i, array, _ in items if array is not None]
-            failed = [
-                ImageLoadError(paths[todo[i]], reason or "cannot read")
-                for i, array, reason in items
-                if array is None
-            ]
-            if good:
-                batch, tokens = self._forward([array for _, array in good], labels, streams)
-            else:  # every image failed: an empty batch of the right widths
-                batch, tokens = self._score_tokens(torch.zeros(0), labels, streams), None
-            batch.indices, batch.failed = [index for index, _ in good], failed
-            return _finite_only(batch, tokens, paths)
+            positions = [(todo[i], array, reason) for i, array, reason in items]
+            return self.score_decoded(positions, paths, labels, streams)
 
         plan = plan_batches(len(todo), batch_size, parallel)
-        for batch, tokens in run_batches(files, plan, score, parallel, workers):
+        for batch, tokens in run_batches(files, plan, score, parallel, workers, on_cpu):
             if tokens is not None and self.feature_cache is not None:  # sqlite: this thread only
                 scored = [paths[i] for i in batch.indices]
                 self.feature_cache.put(self.image_key, zip(scored, tokens, strict=True))
             yield batch
+
+    def score_decoded(
+        self,
+        items: Sequence[Decoded],
+        paths: Sequence[Path],
+        labels: LabelSet,
+        streams: bool = False,
+    ) -> tuple[ScoredBatch, np.ndarray | None]:
+        """One batch of decoded files (``ImageFiles`` items whose positions index ``paths``):
+        the scores of those decoded, a failure for each of the others, and with the feature
+        cache on the float16 features to store. Images whose scores are not finite become
+        failures (see ``_finite_only``). What ``score_files`` and the Ray engine's model
+        actors run on each batch."""
+        good = [(index, array) for index, array, _ in items if array is not None]
+        failed = [
+            ImageLoadError(paths[index], reason or "cannot read")
+            for index, array, reason in items
+            if array is None
+        ]
+        if good:
+            batch, tokens = self._forward([array for _, array in good], labels, streams)
+        else:  # every image failed: an empty batch of the right widths
+            batch, tokens = self._score_tokens(torch.zeros(0), labels, streams), None
+        batch.indices, batch.failed = [index for index, _ in good], failed
+        return _finite_only(batch, tokens, paths)
 
     def tag_files(
         self,
