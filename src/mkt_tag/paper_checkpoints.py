@@ -46,12 +46,12 @@ from mkt_tag.config import (
     PreprocessConfig,
 )
 from mkt_tag.errors import CheckpointError, ModelError, OutputError
+from mkt_tag.identity import LABELS_FILE
 from mkt_tag.model import MKT
 from mkt_tag.prompts import split_template, text_tower
 
 REFERENCE_BACKBONE = "ViT-B-16:openai"  # CLIP ViT-B/16, OpenAI weights, QuickGELU
 REFERENCE_TOP_K = 16  # patches per label in the reference's evaluation
-LABELS_FILE = "labels.txt"  # a bundled vocabulary, next to mkt_config.json
 
 # Stage 1 names that differ from open_clip's visual tower, and tensors dropped on import.
 _VISION_RENAMES = {"projection_dist": "proj"}

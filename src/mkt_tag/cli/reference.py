@@ -10,6 +10,7 @@ from rich.text import Text
 
 from mkt_tag.cli._app import CACHE_HELP, app, err, fail, out, warn
 from mkt_tag.errors import MktTagError
+from mkt_tag.identity import LABELS_FILE
 
 
 @app.command("import-reference")
@@ -70,7 +71,7 @@ def import_reference(
         warn(warning)
     for note in report.notes:
         err.print(Text(f"note: {note}", style="dim"))
-    bundled = f", {report.labels} labels in {reference.LABELS_FILE}" if report.labels else ""
+    bundled = f", {report.labels} labels in {LABELS_FILE}" if report.labels else ""
     out.print(f"wrote {report.folder} ({len(report.stored)} tensors{bundled})")
-    labels_hint = report.folder / reference.LABELS_FILE if report.labels else "LABELS.txt"
+    labels_hint = report.folder / LABELS_FILE if report.labels else "LABELS.txt"
     out.print(f"use it: mkt-tag tag PHOTOS --model {report.folder} --labels {labels_hint}")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from mkt_tag import datasets, vocab
+from mkt_tag import datasets, published, vocab
 from mkt_tag.config import DEFAULT_BACKBONE, check_streams
 from mkt_tag.errors import ImageLoadError, LabelFileError, OutputError
 from mkt_tag.evaluate import calibration, plots
@@ -167,6 +167,8 @@ def evaluate_model(
     )
     if scoring.streams is not None:
         tagger.model.config.streams = scoring.streams
+    if unseen is None:  # the model may say which labels it was trained on
+        mask = np.array(published.untrained(vocabulary.labels, model, scoring.cache_dir, warn))
     tagger.report_cache_warnings(warn)
     labelset = tagger.embed_labels(vocabulary.entries, source=str(labels))
     done, total = 0, len(dataset)
