@@ -13,9 +13,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from mkt_tag import files, hub, published
+from mkt_tag import files, hub
 from mkt_tag.config import ModelConfig
-from mkt_tag.errors import CheckpointError, UsageError
+from mkt_tag.errors import CheckpointError
 
 CONFIG_FILE = "mkt_config.json"
 LABELS_FILE = "labels.txt"  # a checkpoint's bundled vocabulary, next to mkt_config.json
@@ -74,9 +74,6 @@ def resolve(
     if is_checkpoint(model_id):
         return _checkpoint(Path(model_id), cache_dir, download)
     text = str(model_id)
-    if text in published.PUBLISHED:  # mkt-nus-wide: installed in the cache on first use
-        root = cache_dir if cache_dir is not None else hub.cache_dir()
-        return _checkpoint(published.install(text, root, download), cache_dir, download)
     path = Path(text).expanduser()
     if path.is_dir() and (path / hub.HF_CONFIG).is_file():
         text = f"local-dir:{path}"
@@ -89,23 +86,6 @@ def resolve(
     config = ModelConfig.for_backbone(text, backbone.preprocess)
     config.arch = backbone.arch
     return ModelIdentity(text, config, backbone_fingerprint(backbone), backbone)
-
-
-def bundled_labels(model_id: str | Path, cache_dir: Path | None = None) -> Path:
-    """The label file a checkpoint bundles (``labels.txt``: mkt-nus-wide's 1,006 labels, or
-    those given to ``import-reference --labels``), the model installed first if needed.
-
-    Raises:
-        UsageError: the model bundles no labels (``--labels`` is then needed).
-        ModelError: the model cannot be found.
-    """
-    folder = resolve(model_id, cache_dir).checkpoint
-    if folder is None or not (folder / LABELS_FILE).is_file():
-        raise UsageError(
-            f"--labels: needed with --model {model_id}, which bundles no labels (a "
-            f"checkpoint's {LABELS_FILE})"
-        )
-    return folder / LABELS_FILE
 
 
 def _checkpoint(folder: Path, cache_dir: Path | None, download: bool) -> ModelIdentity:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from mkt_tag import drive, hub
 from mkt_tag.drive import DownloadError, DriveFile
-from mkt_tag.errors import CheckpointError, ModelError, ModelNotCachedError
+from mkt_tag.errors import CheckpointError, ModelError, ModelNotCachedError, UsageError
 
 SEEN_FILE = "seen_labels.txt"  # in a checkpoint: the labels it was trained on, one a line
 MANUAL = (
@@ -65,6 +65,31 @@ PUBLISHED: dict[str, PublishedModel] = {
         size_mb=60,
     ),
 }
+
+
+def locate(model: str | Path, root: Path, download: bool = True) -> str | Path:
+    """``model`` as the loaders take it: a published model's name becomes its checkpoint
+    folder (installed first if needed: ``install``), any other id stays as it is."""
+    return install(str(model), root, download) if str(model) in PUBLISHED else model
+
+
+def bundled_labels(model: str | Path, root: Path) -> Path:
+    """The label file a checkpoint bundles (``labels.txt``: mkt-nus-wide's 1,006 labels, or
+    those given to ``import-reference --labels``), a published model installed first.
+
+    Raises:
+        UsageError: the model bundles no labels (``--labels`` is then needed).
+        ModelError: the model cannot be found or installed.
+    """
+    from mkt_tag import identity
+
+    checkpoint = identity.resolve(locate(model, root), root).checkpoint
+    if checkpoint is None or not (checkpoint / identity.LABELS_FILE).is_file():
+        raise UsageError(
+            f"--labels: needed with --model {model}, which bundles no labels (a "
+            f"checkpoint's {identity.LABELS_FILE})"
+        )
+    return checkpoint / identity.LABELS_FILE
 
 
 def folder(name: str, root: Path) -> Path:
@@ -169,7 +194,8 @@ def untrained(
     ``on_note`` is told how many are which."""
     from mkt_tag import identity, vocab
 
-    folder = identity.resolve(model, hub.cache_dir(cache_dir), download=False).checkpoint
+    root = hub.cache_dir(cache_dir)
+    folder = identity.resolve(locate(model, root, False), root, download=False).checkpoint
     seen = seen_labels(folder) if folder is not None else None
     if seen is None or folder is None:
         return [False] * len(labels)

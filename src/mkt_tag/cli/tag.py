@@ -209,7 +209,7 @@ def tag(
         mkt-tag tag ~/Photos -r --labels my_labels.txt --sidecar xmp
     """
     # Planning imports neither torch nor the model: a run with nothing to do ends at once.
-    from mkt_tag import hub, identity, shards, vocab
+    from mkt_tag import hub, published, shards, vocab
     from mkt_tag.tagging import job as tagjob
     from mkt_tag.tagging.ray_engine import RayEngine, check_job  # Ray: only to tag images
     from mkt_tag.tagging.selection import check_thresholds_model, selection_for
@@ -226,7 +226,7 @@ def tag(
         chosen_shard, shard_source = shards.resolve(shard, os.environ)
         if engine is Engine.ray:  # what it cannot do, and a missing Ray, before any work
             check_job(paths, workers, parallel, feature_cache)
-        labels = labels or identity.bundled_labels(model, hub.cache_dir(cache_dir))
+        labels = labels or published.bundled_labels(model, hub.cache_dir(cache_dir))
         vocabulary = vocab.read_labels(labels)
         for warning in vocabulary.warnings:
             warn(warning)

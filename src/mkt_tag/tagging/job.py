@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
-from mkt_tag import hub, identity
+from mkt_tag import hub, identity, published
 from mkt_tag.config import check_streams
 from mkt_tag.errors import ImageLoadError, InputFileError, MktTagError, OutputError
 from mkt_tag.files import remove_stale_temporaries
@@ -186,7 +186,8 @@ def run_identity(
     Raises:
         ModelError: the model cannot be found (see ``identity.resolve``).
     """
-    found = identity.resolve(model, hub.cache_dir(cache_dir), download)
+    root = hub.cache_dir(cache_dir)
+    found = identity.resolve(published.locate(model, root, download), root, download)
     if streams is not None:
         found.config.streams = check_streams(streams)
     entries = [entry if isinstance(entry, Entry) else Entry(entry) for entry in vocabulary]

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mkt_tag import hub, identity
+from mkt_tag import hub, identity, published
 from mkt_tag.config import PreprocessConfig, check_streams
 from mkt_tag.errors import ImageLoadError, MktTagError, UsageError
 from mkt_tag.images import ImageFiles
@@ -176,7 +176,8 @@ class RayEngine:
         if not paths:
             return
         refuse_uris(paths)
-        preprocess = identity.resolve(self.model, hub.cache_dir(self.cache_dir)).config.preprocess
+        root = hub.cache_dir(self.cache_dir)
+        preprocess = identity.resolve(published.locate(self.model, root), root).config.preprocess
         if self.streams is not None:
             check_streams(self.streams)
         ray = _import_ray()

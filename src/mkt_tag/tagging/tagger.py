@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mkt_tag import checkpoints, hub
+from mkt_tag import checkpoints, hub, published
 from mkt_tag.config import DEFAULT_BACKBONE, PreprocessConfig, check_streams
 from mkt_tag.devices import pick_device, pick_dtype
 from mkt_tag.errors import ImageLoadError
@@ -113,7 +113,7 @@ class Tagger:
         """
         root = hub.cache_dir(cache_dir)
         labels, features = open_caches(root, feature_cache)
-        loaded = checkpoints.load(model, root, download)
+        loaded = checkpoints.load(published.locate(model, root, download), root, download)
         if streams is not None:
             loaded.config.streams = check_streams(streams)
         return cls(loaded, device, precision, labels, features)

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from mkt_tag import checkpoints, identity
+from mkt_tag import checkpoints, hub, identity, published
 from mkt_tag.config import TRAINED_STREAMS
 from mkt_tag.errors import MktTagError
 from mkt_tag.model import MKT, ImageFeatures, visual_blocks, visual_head, visual_tokens
@@ -67,12 +67,13 @@ def load_model(config: TrainConfig) -> MKT:
     Raises:
         MktTagError: the model cannot be loaded, or has fewer blocks than trainable_blocks.
     """
-    model = checkpoints.load(config.model)
+    located = published.locate(config.model, hub.cache_dir())  # mkt-nus-wide: its folder
+    model = checkpoints.load(located)
     first_trainable_block(model.visual, config.trainable_blocks)  # fail before any work
     model.config.top_k = config.top_k
     if config.streams is not None:
         model.config.streams = config.streams
-    elif not identity.is_checkpoint(config.model):
+    elif not identity.is_checkpoint(located):
         model.config.streams = TRAINED_STREAMS
     if model.config.template != config.template and not model.config.prompt_context:
         model.config.template = config.template
