@@ -28,12 +28,14 @@ class Device(str, Enum):
 
 
 class Precision(str, Enum):
-    """The model's number format; ``auto``: bf16 where the hardware has it, else fp32."""
+    """The model's number format; ``auto``: bf16 where the hardware has it, else fp32;
+    ``int8``: the image tower in ONNX Runtime with int8 weights, on CPUs (``onnx_tower``)."""
 
     auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
+    int8 = "int8"
 
 
 DEVICES = tuple(choice.value for choice in Device)
@@ -81,4 +83,11 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else torch.float32
+    if precision == "int8":  # the torch side (text tower, scoring) of the int8 path
+        if device.type != "cpu":
+            raise MktTagError(
+                f"--precision int8 runs on the CPU (ONNX Runtime), not on {device.type}: "
+                "use auto, bf16 or fp16 there"
+            )
+        return torch.float32
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]

@@ -91,7 +91,8 @@ PrecisionOption = Annotated[
     Precision,
     typer.Option(
         "--precision",
-        help="auto: bf16 where the hardware has it (recent x86 CPUs, GPUs), else fp32.",
+        help="auto: bf16 where the hardware has it (recent x86 CPUs, GPUs), else fp32; int8: "
+        "the image model in ONNX Runtime with int8 weights, on CPUs (the onnx extra).",
     ),
 ]
 CacheDirOption = Annotated[Path | None, typer.Option("--cache-dir", help=CACHE_HELP)]

@@ -66,16 +66,25 @@ class Tagger:
         precision: str = "auto",
         label_cache: LabelCache | None = None,
         feature_cache: FeatureCache | None = None,
+        onnx_cache: Path | None = None,
     ) -> None:
         self.device = pick_device(device)
         self.dtype = pick_dtype(precision, self.device)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        # The image tower: torch's, or with int8 ONNX Runtime's (kept in ``onnx_cache``), whose
+        # threads per call are a batch's share, as torch's are (``batches.run_batches``).
+        self.image_tower: Callable[[torch.Tensor], ImageFeatures] = self.model.encode_images
+        if precision == "int8":
+            from mkt_tag import onnx_tower
+
+            threads = max(1, torch.get_num_threads() // default_parallel())
+            self.image_tower = onnx_tower.load(self.model, onnx_cache, threads)
         pre = model.config.preprocess
         # Caches only work for models whose weights are known by a fingerprint.
         known = bool(model.fingerprint)
         self.label_cache = label_cache if known else None
         self.feature_cache = feature_cache if known else None
-        where = [str(self.dtype), self.device.type]
+        where = ["int8" if precision == "int8" else str(self.dtype), self.device.type]
         prompt = [t.detach().float().cpu().numpy().tobytes() for t in model.prompt.parameters()]
         self.text_key = digest(model.fingerprint, "text", model.config.template, *prompt, *where)
         self.image_key = digest(model.fingerprint, "image", dataclasses.asdict(pre), *where)
@@ -116,7 +125,7 @@ class Tagger:
         loaded = checkpoints.load(published.locate(model, root, download), root, download)
         if streams is not None:
             loaded.config.streams = check_streams(streams)
-        return cls(loaded, device, precision, labels, features)
+        return cls(loaded, device, precision, labels, features, onnx_cache=root)
 
     @property
     def preprocess(self) -> PreprocessConfig:
@@ -146,7 +155,7 @@ class Tagger:
         """
         batch = torch.from_numpy(np.stack(arrays)).to(self.device).permute(0, 3, 1, 2)
         batch = normalise_pixels(batch, self.preprocess, self.dtype)
-        features = self.model.encode_images(batch)
+        features = self.image_tower(batch)
         tokens = torch.cat([features.global_[:, None], features.patches], dim=1)
         tokens = tokens.to(torch.float16)
         rows = tokens.cpu().numpy() if self.feature_cache is not None else None
