@@ -31,6 +31,8 @@ from mkt_tag.model import MKT, ImageFeatures
 ONNX_MISSING = "--precision int8 needs ONNX Runtime: pip install 'mkt-tag[onnx]'"
 OPSET = 17
 FOLDER = "onnx"  # in the cache
+# onnxruntime.quantization.quantize_dynamic's settings (weight_type as QuantType's name)
+QUANTIZATION: dict[str, Any] = {"weight_type": "QInt8", "per_channel": False}
 
 
 def check_installed() -> None:
@@ -69,7 +71,7 @@ def cache_key(model: MKT) -> str:
     if not model.fingerprint:
         return ""
     size = model.config.preprocess.image_size
-    return digest(model.fingerprint, "onnx-int8", OPSET, size, "QInt8", "per-tensor")
+    return digest(model.fingerprint, "onnx-int8", OPSET, size, QUANTIZATION)
 
 
 def load(
@@ -108,7 +110,8 @@ def _build(model: MKT, work: Path) -> Path:
     try:
         export(model, exported)
         with _quiet_root_logger():  # "Please consider to run pre-processing ..."
-            quantize_dynamic(str(exported), str(quantized), weight_type=QuantType.QInt8)
+            settings = {**QUANTIZATION, "weight_type": QuantType[QUANTIZATION["weight_type"]]}
+            quantize_dynamic(str(exported), str(quantized), **settings)
     except Exception as error:  # the exporter and quantizer raise many kinds
         said = str(error).strip().splitlines()[-1:] or [""]  # the exporter's last line
         message = f"cannot make the int8 image model: {type(error).__name__}: {said[0]}"

@@ -71,14 +71,14 @@ class Tagger:
         self.device = pick_device(device)
         self.dtype = pick_dtype(precision, self.device)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
-        # The image tower: torch's, or with int8 ONNX Runtime's (kept in ``onnx_cache``), whose
-        # threads per call are a batch's share, as torch's are (``batches.run_batches``).
-        self.image_tower: Callable[[torch.Tensor], ImageFeatures] = self.model.encode_images
+        # With int8, ONNX Runtime's image tower (kept in ``onnx_cache``), whose threads per call
+        # are a batch's share, as torch's are (``batches.run_batches``).
+        self._onnx: Callable[[torch.Tensor], ImageFeatures] | None = None
         if precision == "int8":
             from mkt_tag import onnx_tower
 
             threads = max(1, torch.get_num_threads() // default_parallel())
-            self.image_tower = onnx_tower.load(self.model, onnx_cache, threads)
+            self._onnx = onnx_tower.load(self.model, onnx_cache, threads)
         pre = model.config.preprocess
         # Caches only work for models whose weights are known by a fingerprint.
         known = bool(model.fingerprint)
@@ -126,6 +126,12 @@ class Tagger:
         if streams is not None:
             loaded.config.streams = check_streams(streams)
         return cls(loaded, device, precision, labels, features, onnx_cache=root)
+
+    @property
+    def image_tower(self) -> Callable[[torch.Tensor], ImageFeatures]:
+        """What turns normalised pixels into image features: the model's ``encode_images``,
+        or with ``precision="int8"`` the ONNX Runtime session (``onnx_tower.OnnxTower``)."""
+        return self._onnx or self.model.encode_images
 
     @property
     def preprocess(self) -> PreprocessConfig:
