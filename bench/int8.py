@@ -79,12 +79,7 @@ def tower_speed(precision: str, cache: Path, seconds: float = 10.0) -> float:
     from mkt_tag.tagging.tagger import Tagger
 
     tagger = Tagger.load(_common.BACKBONE, "cpu", precision, cache_dir=cache, download=False)
-    tower = tagger.image_tower
-    if precision == "int8":  # a tagging run shares the threads among batches; here one batch
-        from mkt_tag.onnx_tower import OnnxTower
-
-        assert isinstance(tower, OnnxTower)
-        tower = OnnxTower(tower.path, torch.get_num_threads())
+    tower = tagger.image_tower  # on all of torch's threads, in either precision
     pixels = torch.randint(0, 256, (16, 224, 224, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
     batch = normalise_pixels(pixels, tagger.preprocess, tagger.dtype)
     best = 0.0

@@ -81,3 +81,17 @@ def test_int8_is_for_cpus():
     assert pick_dtype("int8", torch.device("cpu")) == torch.float32  # torch's side: fp32
     with pytest.raises(MktTagError, match="int8 runs on the CPU"):
         pick_dtype("int8", torch.device("cuda"))
+
+
+def test_a_call_runs_on_the_threads_torch_would_use(tiny_id, tmp_path):
+    from mkt_tag.tagging.batches import torch_threads
+
+    tagger = Tagger.load(tiny_id, device="cpu", precision="int8", cache_dir=tmp_path)
+    labels = tagger.embed_labels(["dog", "cat"])
+    pixels = [np.zeros((32, 32, 3), np.uint8)]
+    for threads in (1, 2):
+        with torch_threads(threads):
+            tagger.score_arrays(pixels, labels)
+    sessions = tagger.image_tower._sessions
+    assert sorted(sessions) == [1, 2]
+    assert [s.get_session_options().intra_op_num_threads for s in sessions.values()] == [1, 2]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -45,24 +46,39 @@ def check_installed() -> None:
 
 
 class OnnxTower:
-    """The quantized image tower in an ONNX Runtime session: normalised pixels (N x 3 x H x W,
-    float32) in, ``ImageFeatures`` out. Safe to call from several threads."""
+    """The quantized image tower in ONNX Runtime: normalised pixels (N x 3 x H x W, float32)
+    in, ``ImageFeatures`` out. Safe to call from several threads.
 
-    def __init__(self, path: Path, threads: int = 1) -> None:
+    A call runs on as many threads as torch would use in the calling thread
+    (``torch.get_num_threads()``: a batch's share when batches run side by side,
+    ``batches.run_batches``), or on ``threads`` when given; ONNX Runtime fixes a session's
+    threads when it is made, so there is one session per thread count used.
+    """
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        self.path = path
+        self.threads = threads
+        self._sessions: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def session(self, threads: int) -> Any:
+        """The ONNX Runtime session that runs on ``threads`` threads, made on first use."""
         import onnxruntime
 
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)  # per call: batches run side by side
-        options.inter_op_num_threads = 1
-        self.path = path
-        self.session = onnxruntime.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
-        )
+        with self._lock:
+            if threads not in self._sessions:
+                options = onnxruntime.SessionOptions()
+                options.intra_op_num_threads = threads
+                options.inter_op_num_threads = 1
+                self._sessions[threads] = onnxruntime.InferenceSession(
+                    str(self.path), options, providers=["CPUExecutionProvider"]
+                )
+            return self._sessions[threads]
 
     def __call__(self, pixels: torch.Tensor) -> ImageFeatures:
-        tokens = self.session.run(None, {"pixels": pixels.float().cpu().numpy()})[0]
-        tokens_t = torch.from_numpy(tokens)
-        return ImageFeatures(tokens_t[:, 0], tokens_t[:, 1:])
+        session = self.session(self.threads or max(1, torch.get_num_threads()))
+        tokens = torch.from_numpy(session.run(None, {"pixels": pixels.float().cpu().numpy()})[0])
+        return ImageFeatures(tokens[:, 0], tokens[:, 1:])
 
 
 def cache_key(model: MKT) -> str:
@@ -77,7 +93,7 @@ def cache_key(model: MKT) -> str:
 def load(
     model: MKT,
     cache: Path | None,
-    threads: int = 1,
+    threads: int | None = None,
     on_build: Callable[[str], None] | None = None,
 ) -> OnnxTower:
     """The quantized tower of ``model``: from the cache, or made now (``on_build`` is told,

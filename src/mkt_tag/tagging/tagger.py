@@ -71,14 +71,13 @@ class Tagger:
         self.device = pick_device(device)
         self.dtype = pick_dtype(precision, self.device)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
-        # With int8, ONNX Runtime's image tower (kept in ``onnx_cache``), whose threads per call
-        # are a batch's share, as torch's are (``batches.run_batches``).
+        # With int8, ONNX Runtime's image tower (kept in ``onnx_cache``), on as many threads
+        # per call as torch's (a batch's share: ``batches.run_batches``).
         self._onnx: Callable[[torch.Tensor], ImageFeatures] | None = None
         if precision == "int8":
             from mkt_tag import onnx_tower
 
-            threads = max(1, torch.get_num_threads() // default_parallel())
-            self._onnx = onnx_tower.load(self.model, onnx_cache, threads)
+            self._onnx = onnx_tower.load(self.model, onnx_cache)
         pre = model.config.preprocess
         # Caches only work for models whose weights are known by a fingerprint.
         known = bool(model.fingerprint)
