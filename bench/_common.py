@@ -127,6 +127,17 @@ def synthetic_photos(folder: Path, n: int, size: tuple[int, int], seed: int = 0)
 PHOTO_SETS = {"large": (4000, 3000), "small": (640, 480)}
 
 
+def linked_folder(folder: Path, photos: list[Path]) -> list[Path]:
+    """``folder`` holding links to ``photos`` (a command takes a folder; the photos stay
+    shared between benchmarks); the links, in the photos' order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    links = [folder / photo.name for photo in photos]
+    for link, photo in zip(links, photos, strict=True):
+        if not link.exists():
+            link.symlink_to(photo)
+    return links
+
+
 def photo_sets(folder: Path, counts: dict[str, int]) -> dict[str, list[Path]]:
     """``counts[name]`` photos of each ``PHOTO_SETS`` size in ``folder/name`` (0: none)."""
     return {

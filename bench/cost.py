@@ -89,10 +89,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     photos = _common.synthetic_photos(args.out / "feeding" / "photos", args.n, (4000, 3000))
     folder = out / f"set-{args.n}"
-    folder.mkdir(exist_ok=True)
-    for photo in photos:
-        if not (folder / photo.name).exists():
-            (folder / photo.name).symlink_to(photo)
+    _common.linked_folder(folder, photos)
     labels = _common.write_labels(out / "labels.txt", args.n_labels)
     cache = args.out / "feeding" / "cache"
     _common.seed_hub_cache(cache)

@@ -243,12 +243,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for n in args.n:
         folder = out / f"set-{n}"
-        folder.mkdir(exist_ok=True)
-        for photo in photos[:n]:  # the CLI takes a folder: link the first n photos into one
-            link = folder / photo.name
-            if not link.exists():
-                link.symlink_to(photo)
-        subset = sorted(folder.glob("*.jpg"))[:n]
+        subset = _common.linked_folder(folder, photos[:n])
         for part in [p for p in PARTS[1:] if p in args.parts]:
             for workers in args.workers:
                 samples: list[dict[str, float]] = []

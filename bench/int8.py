@@ -143,10 +143,7 @@ def main() -> None:
         )
         photos = _common.synthetic_photos(args.out / "feeding" / "photos", args.n, (4000, 3000))
         folder = out / f"photos-{args.n}"
-        folder.mkdir(exist_ok=True)
-        for photo in photos:
-            if not (folder / photo.name).exists():
-                (folder / photo.name).symlink_to(photo)
+        _common.linked_folder(folder, photos)
         labels = _common.write_labels(out / "labels.txt", 200)
         tagged = {p: tag_speed(p, folder, labels, out, cache) for p in precisions}
         print(

@@ -19,7 +19,6 @@ import os
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +50,12 @@ class OnnxTower:
 
     A call runs on as many threads as torch would use in the calling thread
     (``torch.get_num_threads()``: a batch's share when batches run side by side,
-    ``batches.run_batches``), or on ``threads`` when given; ONNX Runtime fixes a session's
-    threads when it is made, so there is one session per thread count used.
+    ``batches.run_batches``); ONNX Runtime fixes a session's threads when it is made, so
+    there is one session per thread count used.
     """
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.threads = threads
         self._sessions: dict[int, Any] = {}
         self._lock = threading.Lock()
 
@@ -76,7 +74,7 @@ class OnnxTower:
             return self._sessions[threads]
 
     def __call__(self, pixels: torch.Tensor) -> ImageFeatures:
-        session = self.session(self.threads or max(1, torch.get_num_threads()))
+        session = self.session(max(1, torch.get_num_threads()))
         tokens = torch.from_numpy(session.run(None, {"pixels": pixels.float().cpu().numpy()})[0])
         return ImageFeatures(tokens[:, 0], tokens[:, 1:])
 
@@ -90,14 +88,8 @@ def cache_key(model: MKT) -> str:
     return digest(model.fingerprint, "onnx-int8", OPSET, size, QUANTIZATION)
 
 
-def load(
-    model: MKT,
-    cache: Path | None,
-    threads: int | None = None,
-    on_build: Callable[[str], None] | None = None,
-) -> OnnxTower:
-    """The quantized tower of ``model``: from the cache, or made now (``on_build`` is told,
-    "making the int8 image model (once for this model)"), and stored there.
+def load(model: MKT, cache: Path | None) -> OnnxTower:
+    """The quantized tower of ``model``: from the cache, or made now and stored there.
 
     Raises:
         ModelError: ONNX Runtime is missing, or the export or quantization failed.
@@ -107,15 +99,13 @@ def load(
     if cache is not None and key:
         path = cache / FOLDER / f"{key}.int8.onnx"
         if path.is_file():
-            return OnnxTower(path, threads)
-        if on_build is not None:
-            on_build("making the int8 image model (once for this model)")
+            return OnnxTower(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as folder:
             os.replace(_build(model, Path(folder)), path)  # whole or not at all
-        return OnnxTower(path, threads)
+        return OnnxTower(path)
     scratch = Path(tempfile.mkdtemp(prefix="mkt-tag-onnx-"))  # unknown weights: not cached
-    return OnnxTower(_build(model, scratch), threads)
+    return OnnxTower(_build(model, scratch))
 
 
 def _build(model: MKT, work: Path) -> Path:

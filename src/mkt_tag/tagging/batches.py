@@ -162,7 +162,8 @@ def _decoded_in_processes(
     files: ImageFiles, plan: Sequence[range], workers: int, nice: bool
 ) -> Iterator[list[Decoded]]:
     """The batches of ``plan``, decoded by ``workers`` processes in chunks, in plan order."""
-    size = decode_chunk(max(map(len, plan), default=1), workers)
+    longest = max(map(len, plan), default=1)
+    size = decode_chunk(longest, workers)
     chunks = [list(batch[i : i + size]) for batch in plan for i in range(0, len(batch), size)]
     loader = torch.utils.data.DataLoader(
         cast("torch.utils.data.Dataset[Decoded]", files),  # map-style: len and getitem
@@ -170,7 +171,7 @@ def _decoded_in_processes(
         num_workers=workers,
         collate_fn=_collate,
         # Two batches' worth of images decoded ahead by each worker, whatever the chunk size.
-        prefetch_factor=max(2, -(-2 * max(map(len, plan), default=1) // size)),
+        prefetch_factor=max(2, -(-2 * longest // size)),
         worker_init_fn=_decoder_init if nice else None,
     )
     batches = iter(plan)
