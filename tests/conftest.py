@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from mkt_tag import auto_precision
 
 DATA = Path(__file__).parent / "data"
 TINY_CONFIG = DATA / "tiny-vit.json"
@@ -36,6 +39,21 @@ def no_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests run as one process: a torchrun or Slurm array around pytest would shard `tag`."""
     for name in LAUNCHER_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+
+
+# The real test of whether ONNX Runtime is there, for the tests of `--precision auto` itself.
+INT8_AVAILABLE = auto_precision.int8_available
+
+
+@pytest.fixture(autouse=True, scope="session")
+def auto_without_int8() -> Iterator[None]:
+    """`--precision auto` as where ONNX Runtime is not installed: fp32 on CPUs without native
+    bf16, so the suite's figures stay fp32's (the dev extra installs ONNX Runtime, and auto
+    would pick int8). For the whole session, module fixtures included;
+    tests/test_auto_precision.py puts ``INT8_AVAILABLE`` back."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(auto_precision, "int8_available", lambda: False)
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,7 @@ class Device(str, Enum):
 
 
 class Precision(str, Enum):
-    """The model's number format; ``auto``: bf16 where the hardware has it, else fp32;
+    """The model's number format; ``auto``: chosen for the hardware (``auto_precision``);
     ``int8``: the image tower in ONNX Runtime with int8 weights, on CPUs (``onnx_tower``)."""
 
     auto = "auto"
@@ -74,7 +74,9 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 on GPUs that have it (else fp16) and on CPUs with native bf16; else fp32."""
+    """The torch dtype of a precision. ``auto`` here: bf16 on GPUs that have it (else fp16)
+    and on CPUs with native bf16; else fp32 (the choice without int8: ``Tagger`` asks
+    ``auto_precision.choose``, which may pick int8)."""
     import torch
 
     if precision not in PRECISIONS:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mkt_tag.errors import InputFileError, OutputError
-from mkt_tag.images import scan_inputs
+from mkt_tag.remote import ImagePath, parse_input, scan_inputs
 from mkt_tag.results import (
     RESULTS_SUFFIXES,
     SCORE_DECIMALS,
@@ -43,7 +43,7 @@ from mkt_tag.shards import Shard, image_keys, shard_of_name
 class Duplicate:
     """An image with rows in two parts (or twice in one)."""
 
-    path: Path  # the image, as the kept row spells it
+    path: ImagePath  # the image, as the kept row spells it
     first: Path  # the part whose row is dropped
     kept: Path  # the later part, whose row is kept
     identical: bool  # the same tags, scores and run: nothing is lost
@@ -69,8 +69,8 @@ class MergeReport:
     duplicates: list[Duplicate] = field(default_factory=list)
     missing_parts: list[MissingPart] = field(default_factory=list)
     interrupted: list[Path] = field(default_factory=list)  # parts with a journal beside them
-    missing: list[Path] = field(default_factory=list)  # expected images without a row
-    unexpected: list[Path] = field(default_factory=list)  # rows of images not expected
+    missing: list[ImagePath] = field(default_factory=list)  # expected images without a row
+    unexpected: list[ImagePath] = field(default_factory=list)  # rows of images not expected
 
     @property
     def conflicts(self) -> list[Duplicate]:
@@ -86,13 +86,13 @@ class MergeReport:
 def merge(
     output: Path,
     parts: Sequence[Path],
-    expect: Sequence[Path] | None = None,
+    expect: Sequence[Path | str] | None = None,
     recursive: bool = False,
     force: bool = False,
 ) -> MergeReport:
     """Merge the results files ``parts`` into ``output`` (written atomically; any results
-    format in and out). ``expect`` (files and folders, descended into when ``recursive``,
-    as given to ``tag``) are the images the parts should hold.
+    format in and out). ``expect`` (files, folders and URIs, descended into when
+    ``recursive``, as given to ``tag``) are the images the parts should hold.
 
     Raises:
         InputFileError: a part cannot be read, an expected input is missing, or the parts
@@ -163,8 +163,8 @@ def _journal(path: Path) -> Path:
     return path.with_name(path.name + ".partial.jsonl")
 
 
-def _expected(inputs: Sequence[Path], recursive: bool) -> dict[str, Path]:
-    found = scan_inputs(inputs, recursive)
+def _expected(inputs: Sequence[Path | str], recursive: bool) -> dict[str, ImagePath]:
+    found = scan_inputs([parse_input(given) for given in inputs], recursive)
     if found.errors:
         raise found.errors[0]
     return dict(zip(image_keys(found.images), found.images, strict=True))

@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import BaseFileLock, FileLock, Timeout
+from filelock import BaseFileLock
 
 from mkt_tag.errors import InputFileError, OutputError
 from mkt_tag.files import atomic_write_text, write_error
+from mkt_tag.locks import hold_lock
+from mkt_tag.remote import ImagePath, RemoteImage, absolute, image_ref
 
 RESULTS_SUFFIXES = (".csv", ".json", ".jsonl")
 SCORE_DECIMALS = 4  # more digits are noise for a confidence, and make files twice as long
@@ -49,12 +51,12 @@ class Tag:
 class TagResult:
     """All tags of one image, highest score first."""
 
-    path: Path
+    path: ImagePath  # a local path, or a URI (``remote.RemoteImage``)
     tags: list[Tag] = field(default_factory=list)
     run: str = ""  # ``records.RunIdentity.fingerprint`` of the run that tagged it ("" unknown)
 
     def __post_init__(self) -> None:
-        self.path = Path(self.path)
+        self.path = image_ref(self.path)  # "s3://..." as a RemoteImage, else a Path
         # Ties are broken by label so equal scores give the same file on every run.
         self.tags = sorted(self.tags, key=lambda tag: (-tag.score, tag.label))
 
@@ -171,7 +173,7 @@ def read_results(path: Path) -> list[TagResult]:
     Raises:
         InputFileError: the file is missing, unreadable or not in the expected layout.
     """
-    return [TagResult(Path(path), tags, run) for path, tags, run in read_rows(path)]
+    return [TagResult(image_ref(path), tags, run) for path, tags, run in read_rows(path)]
 
 
 def read_rows(path: Path) -> list[Row]:
@@ -212,9 +214,12 @@ def _rows_from_csv(text: str) -> list[Row]:
     return results
 
 
-def image_key(path: Path) -> str:
+def image_key(path: ImagePath) -> str:
     """Which image ``path`` names, however it is spelled: its resolved absolute path
-    (photos/a.jpg, ./photos/a.jpg, /home/me/photos/a.jpg and a symlink to it are one)."""
+    (photos/a.jpg, ./photos/a.jpg, /home/me/photos/a.jpg and a symlink to it are one); a
+    URI's own text ("s3://bucket/a.jpg"), the same on every machine."""
+    if isinstance(path, RemoteImage):
+        return path.uri
     try:
         return str(Path(path).resolve())
     except (OSError, RuntimeError):  # a symlink loop: fall back to the spelling
@@ -231,7 +236,8 @@ class ResultsFile:
 
     Rows are identified by image (:func:`image_key`): one row per image, however the runs
     that tagged it spelled its path. They are written with absolute paths (the spelling of
-    the run that tagged the image, made absolute against its working directory). Rows of
+    the run that tagged the image, made absolute against its working directory), or URIs
+    (read back as ``remote.RemoteImage``). Rows of
     files written before this rule, with the path as given on a command line, are matched
     relative to the working directory and kept as written until their image is re-tagged.
 
@@ -267,7 +273,7 @@ class ResultsFile:
         self.journal_path = self.path.with_name(self.path.name + ".partial.jsonl")
         self.lock_path = self.path.with_name(f".{self.path.name}.lock")
         self._results: dict[str, TagResult] = {}
-        self._lock: BaseFileLock | None = _lock(self.path, self.lock_path, on_wait)
+        self._lock: BaseFileLock | None = hold_lock(self.path, self.lock_path, on_wait)
         # Whether finish() must write the output: a run that added nothing leaves it as is.
         self._changed = overwrite or not self.path.exists()
         try:
@@ -325,7 +331,7 @@ class ResultsFile:
                 continue
             try:
                 path, tags, run = _row_of_record(json.loads(line))
-                recovered.append(TagResult(Path(path), tags, run))
+                recovered.append(TagResult(image_ref(path), tags, run))
             except ValueError as error:
                 raise OutputError(
                     f"{self.journal_path}: line {number} is corrupt ({error}); delete the "
@@ -340,10 +346,10 @@ class ResultsFile:
 
     def add(self, results: list[TagResult]) -> None:
         """Record ``results`` durably in the journal (a later result for an image wins);
-        their paths are made absolute."""
+        their local paths are made absolute."""
         if not results:
             return
-        results = [TagResult(Path(os.path.abspath(r.path)), r.tags, r.run) for r in results]
+        results = [TagResult(absolute(r.path), r.tags, r.run) for r in results]
         if self.path.suffix.lower() == ".csv":  # fail now, not after hours of tagging
             _check_csv_labels(self.path, results)
         lines = "".join(
@@ -374,27 +380,3 @@ class ResultsFile:
             raise write_error(self.journal_path, error) from None
         finally:
             self.close()
-
-
-def _lock(output: Path, lock_path: Path, on_wait: Callable[[Path], None] | None) -> BaseFileLock:
-    """Hold the lock of ``output``, waiting while another run holds it.
-
-    Raises:
-        OutputError: the output's folder cannot be created, or the lock file in it, or
-            this process already holds the lock (a second ResultsFile).
-    """
-    # Not thread-local: a run may be opened in one thread and finished in another.
-    lock = FileLock(lock_path, thread_local=False)
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)  # as checkpoints.save does
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            if on_wait is not None:
-                on_wait(output)
-            lock.acquire()
-    except RuntimeError:  # filelock refuses to wait for a lock its own thread holds
-        raise OutputError(f"{output}: already open in this process") from None
-    except OSError as error:
-        raise write_error(output, error) from None
-    return lock

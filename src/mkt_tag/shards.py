@@ -6,11 +6,12 @@ Launchers that number from 0 (torchrun's ``RANK``) or from any offset (Slurm job
 are read by :func:`from_environment`.
 
 A shard is the same whatever machine computes it: images are ordered by
-``results.image_key`` (the resolved absolute path) compared as strings, by code point, so
-neither the locale nor the spelling of a path (``photos/a.jpg``, ``./photos/a.jpg``, a
-symlink) moves an image to another shard. Shards are contiguous runs of that order (sizes
-differ by at most one), so an image added later moves at most one image across each
-boundary, where a round robin would move nearly every image to another shard.
+``results.image_key`` (the resolved absolute path, or the URI of an image in a bucket)
+compared as strings, by code point, so neither the locale nor the spelling of a path
+(``photos/a.jpg``, ``./photos/a.jpg``, a symlink) moves an image to another shard. Shards
+are contiguous runs of that order (sizes differ by at most one), so an image added later
+moves at most one image across each boundary, where a round robin would move nearly every
+image to another shard.
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from mkt_tag.errors import UsageError
+from mkt_tag.remote import RemoteImage
 from mkt_tag.results import image_key
+
+_Image = TypeVar("_Image", bound=Path | RemoteImage)  # a local image, or one named by URI
 
 # tags.shard-2-of-8.csv: the results file of shard 2 of 8 of the output tags.csv
 _SHARD_NAME = re.compile(r"^(?P<stem>.+)\.shard-(?P<index>[1-9]\d*)-of-(?P<count>[1-9]\d*)$")
@@ -43,7 +48,7 @@ class Shard:
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
 
-    def select(self, images: Sequence[Path]) -> list[Path]:
+    def select(self, images: Sequence[_Image]) -> list[_Image]:
         """The images of this shard, in the order given.
 
         Sorting by key costs O(n log n) and one ``resolve`` per image; nothing else grows
@@ -66,13 +71,16 @@ class Shard:
         return path.with_name(f"{path.stem}.shard-{self.index}-of-{self.count}{path.suffix}")
 
 
-def image_keys(paths: Sequence[Path]) -> list[str]:
+def image_keys(paths: Sequence[Path | RemoteImage]) -> list[str]:
     """``results.image_key`` of each path, resolving each folder once: one ``lstat`` per
     path instead of one per component of it (the same keys, several times faster over a
-    million paths, which share a few thousand folders)."""
+    million paths, which share a few thousand folders). A URI is its own key."""
     folders: dict[str, str] = {}
     keys = []
     for path in paths:
+        if isinstance(path, RemoteImage):
+            keys.append(path.uri)
+            continue
         head, name = os.path.split(os.fspath(path))
         if name in ("", ".", ".."):
             keys.append(image_key(Path(path)))

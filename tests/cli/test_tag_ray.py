@@ -1,5 +1,6 @@
 """`mkt-tag tag --engine ray`: the same files as a local run, resumed alike, every error path in
-one line. Runs share the local Ray instance of ``tests/tagging/test_ray_engine.py``."""
+one line; images in buckets (``tests/object_stores.py``) too. Runs share the local Ray
+instance of ``tests/tagging/test_ray_engine.py``."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from mkt_tag import remote
 from mkt_tag.cli import app
 from mkt_tag.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE
+from mkt_tag.results import TagResult
 from mkt_tag.tagging.ray_engine import RayEngine
-from tests.conftest import TINY_CONFIG
+from tests import object_stores
+from tests.conftest import TINY_CONFIG, make_photo
 from tests.tagging.test_ray_engine import ray_instance  # noqa: F401  (the shared instance)
 
 runner = CliRunner()
@@ -190,14 +194,124 @@ def test_thresholds_of_another_model_are_refused_without_loading_it(
     assert forced.stderr.count("calibrated for another model") == 1
 
 
-def test_a_uri_is_refused_before_any_work(label_file, monkeypatch):
+@pytest.mark.usefixtures("ray_instance")
+def test_a_bucket_on_ray_is_tagged_as_its_files_are(photos, label_file, tmp_path, monkeypatch):
+    """A prefix of an S3 bucket and a local file in one run: the rows of a local run of the
+    same files, under the objects' URIs; a broken object is one line; a rerun skips all."""
+    stores = object_stores.start()
+    (photos / "bad.jpg").write_bytes(b"")
+    uploaded = stores.upload(photos, "s3://cli-run/photos/")
+    extra = make_photo(tmp_path / "extra" / "g.jpg", seed=7)
+    local = tag(photos, extra, "-r", "-l", label_file, "-o", tmp_path / "local.csv")
+    assert local.exit_code == EXIT_PARTIAL, local.output
+    args = ("s3://cli-run/photos/", extra, "-r", "-l", label_file, "-o", tmp_path / "tags.csv")
+
+    def driver_reads(image):
+        raise AssertionError(f"the driver read {image}: the decoding tasks are to")
+
+    monkeypatch.setattr(remote, "_read", driver_reads)  # Ray's workers import their own
+
+    result = tag(*args, "--engine", "ray")
+
+    assert result.exit_code == EXIT_PARTIAL, result.output
+    failures = [line for line in result.stderr.splitlines() if line.startswith("failed")]
+    assert failures == ["failed: s3://cli-run/photos/bad.jpg: empty file (0 bytes)"]
+    assert "8 images: tagged 7, skipped 0 current, failed 1 (listed above)" in result.stderr
+    assert "Traceback" not in result.output
+    ours, theirs = rows(tmp_path / "tags.csv"), rows(tmp_path / "local.csv")
+    as_local = {uri: str(path) for uri, path in uploaded.items()} | {str(extra): str(extra)}
+    assert sorted(ours) == sorted(uri for uri in as_local if not uri.endswith("bad.jpg"))
+    for written, (labels, scores, run) in ours.items():
+        assert (labels, run) == (theirs[as_local[written]][0], theirs[as_local[written]][2])
+        assert scores == pytest.approx(theirs[as_local[written]][1], abs=1.01e-4)
+    # Everything current: the engine is not even started.
+    stores.s3.delete_object(Bucket="cli-run", Key="photos/bad.jpg")
     monkeypatch.setattr(RayEngine, "tag_files", no_ray)
-    result = tag("s3://bucket/photos", "-r", "-l", label_file, "--engine", "ray")
+    again = tag(*args, "--engine", "ray")
+    assert again.exit_code == 0, again.output
+    assert "7 images (0 new, 0 stale, 7 current): tagged 0, skipped 7 current" in again.stderr
+
+
+def test_shards_of_a_bucket_resume_and_merge_into_one_run(
+    photos, label_file, tmp_path, monkeypatch
+):
+    """--shard 1/2 (interrupted, then resumed from its journal) and 2/2 of a GCS prefix,
+    merged, give the file one run writes. The engine here is a local Tagger over the fetched
+    objects (Ray's own reading is tested above): sharding and results are the engine's
+    caller's."""
+    from mkt_tag import Tagger
+
+    object_stores.start().upload(photos, "gs://cli-shards/photos/")
+    tagger = Tagger.load(str(TINY_CONFIG), precision="fp32")
+    asked: list[list[object]] = []
+
+    def fetching_engine(engine, paths, selection, batch_size=16, stop=False):
+        asked.append(list(paths))
+        labels = tagger.embed_labels(engine.entries)
+        with remote.fetched(paths) as files:
+            image = dict(zip(files, paths, strict=True))
+            for item in tagger.tag_files(files, labels, selection, batch_size):
+                yield TagResult(image[item.path], item.tags)
+                if stop:
+                    raise KeyboardInterrupt
+
+    def stopping_engine(engine, paths, selection, batch_size=16):
+        return fetching_engine(engine, paths, selection, batch_size, stop=True)
+
+    args = ("gs://cli-shards/photos", "-r", "-l", label_file, "-b", "1", "--engine", "ray")
+    monkeypatch.setattr(RayEngine, "tag_files", stopping_engine)
+    stopped = tag(*args, "--shard", "1/2", "-o", tmp_path / "tags.csv")
+    assert stopped.exit_code == EXIT_INTERRUPTED, stopped.output
+    assert (tmp_path / "tags.shard-1-of-2.csv.partial.jsonl").exists()
+    monkeypatch.setattr(RayEngine, "tag_files", fetching_engine)
+
+    resumed = tag(*args, "--shard", "1/2", "-o", tmp_path / "tags.csv")
+    second = tag(*args, "--shard", "2/2", "-o", tmp_path / "tags.csv")
+    whole = tag(*args, "-o", tmp_path / "one.csv")
+
+    assert (resumed.exit_code, second.exit_code, whole.exit_code) == (0, 0, 0)
+    assert "3 images (2 new, 0 stale, 1 current): tagged 2, skipped 1 current" in resumed.stderr
+    assert [len(paths) for paths in asked] == [3, 2, 3, 6] and asked[0][0] not in asked[1]
+    shards = [tmp_path / f"tags.shard-{index}-of-2.csv" for index in (1, 2)]
+    expect = ("--expect", "gs://cli-shards/photos", "-r")
+    merged = runner.invoke(app, ["merge", str(tmp_path / "tags.csv"), *map(str, shards), *expect])
+    assert merged.exit_code == 0, merged.output
+    assert (tmp_path / "tags.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
+    assert all(path.startswith("gs://cli-shards/photos/") for path in rows(tmp_path / "one.csv"))
+
+
+REFUSED_WITH_URIS = {  # what is asked -> the one line that refuses it
+    "s3://b/p -o r.csv": "s3://b/p: the local engine reads local paths: use --engine ray, or "
+    "mount the bucket (mountpoint-s3, gcsfuse) and give its path",
+    "s3://b/p -o r.csv --engine ray --sidecar json": "--sidecar: not with images given as "
+    "URIs (s3://b/p): a sidecar is written beside its image",
+    "gs://b/p -o r.csv --engine ray --embed": "--embed: not with images given as URIs "
+    "(gs://b/p): keywords are written into the image files",
+    "s3://b/p --engine ray": "s3://b/p: give --output, the results file the tags of a bucket go to",
+    "photos -o s3://b/tags.csv": "--output s3://b/tags.csv: the results file is written on this "
+    "machine (locked and journaled); give a local path, and copy the file to the bucket after "
+    "the run",
+    "https://example.com/a.jpg -o r.csv --engine ray": "https://example.com/a.jpg: mkt-tag reads "
+    "URIs of s3:// and gs:// only; download or mount the images and give their path",
+}
+
+
+@pytest.mark.parametrize("args", REFUSED_WITH_URIS)
+def test_what_cannot_be_done_with_uris_is_refused_in_one_line(label_file, monkeypatch, args):
+    monkeypatch.setattr(RayEngine, "tag_files", no_ray)
+    result = tag(*args.split(), "-l", label_file)
     assert result.exit_code == EXIT_USAGE, result.output
-    assert result.stderr.strip() == (
-        "error: s3://bucket/photos: the Ray engine reads local or mounted paths for now; "
-        "mount the bucket (mountpoint-s3, gcsfuse) and give its path"
-    )
+    assert result.stderr.strip() == f"error: {REFUSED_WITH_URIS[args]}"
+
+
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_a_missing_bucket_is_one_line(label_file, tmp_path, monkeypatch, scheme):
+    object_stores.start()
+    monkeypatch.setattr(RayEngine, "tag_files", no_ray)
+    args = ("-r", "-l", label_file, "--engine", "ray", "-o", tmp_path / "r.csv")
+    result = tag(f"{scheme}://no-such-bucket/photos/", *args)
+    assert result.exit_code == EXIT_ERROR, result.output
+    assert result.stderr.strip() == f"error: {scheme}://no-such-bucket/photos/: no such bucket"
 
 
 def test_without_ray_the_engine_is_one_line_and_exit_1(photos, label_file, monkeypatch):

@@ -2,7 +2,8 @@
 
 Runs go through one local Ray instance of 2 CPUs (``ray_instance``, shared by the session's
 Ray tests: starting one takes about 10 s, each run a few more for its model actor); what
-needs no Ray (the resources rule, URIs, a missing Ray or model) is tested without it.
+needs no Ray (the resources rule, a missing Ray or model) is tested without it. Images in
+buckets come from the S3 and GCS servers of ``tests/object_stores.py``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mkt_tag.errors import ImageLoadError, MktTagError, ModelError, UsageError
+from mkt_tag.errors import ImageLoadError, MktTagError, ModelError
+from mkt_tag.remote import RemoteImage, parse_input
+from mkt_tag.results import TagResult
 from mkt_tag.tagging import ray_engine
-from mkt_tag.tagging.ray_engine import ActorPlan, RayEngine, plan_actors, refuse_uris
+from mkt_tag.tagging.ray_engine import ActorPlan, RayEngine, plan_actors
 from mkt_tag.tagging.selection import Selection
 from mkt_tag.vocab import Entry
+from tests import object_stores
 from tests.conftest import TINY_CONFIG
 
 # An alias makes "dog" the best of two candidates: the engine must score candidates as the
@@ -31,7 +35,7 @@ ENTRIES.append(Entry("traffic light", prompts=["a traffic light", "traffic light
 @pytest.fixture(scope="session")
 def ray_instance(tmp_path_factory: pytest.TempPathFactory):
     """One local Ray instance of 2 CPUs (as in CI) for every Ray test of this process; its
-    workers get their own mkt-tag cache, never the user's."""
+    workers get their own mkt-tag cache, never the user's, and the test object stores."""
     import ray
 
     if ray.is_initialized():  # started for another test module of this session
@@ -40,6 +44,8 @@ def ray_instance(tmp_path_factory: pytest.TempPathFactory):
     # Ray's processes inherit this environment (a runtime_env would double each run's time).
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MKT_TAG_CACHE", str(tmp_path_factory.mktemp("ray-workers-cache")))
+        for name, value in object_stores.ENVIRONMENT.items():  # servers started when needed
+            env.setenv(name, value)
         ray.init(
             address="local",  # never a cluster named by RAY_ADDRESS
             num_cpus=2,
@@ -52,13 +58,29 @@ def ray_instance(tmp_path_factory: pytest.TempPathFactory):
     ray.shutdown()
 
 
+def named(item: TagResult | ImageLoadError) -> Path | RemoteImage:
+    """The image an item of ``tag_files`` is about (an error names a URI in its message only:
+    ``ImageLoadError.path`` is a Path, which folds the "//")."""
+    if isinstance(item, ImageLoadError):
+        return parse_input(str(item)[: -len(item.reason) - 2])
+    return item.path
+
+
 def test_the_engine_tags_as_a_local_run(ray_instance, photos):
+    """Local files, and the same files in an S3 and a GCS bucket (fetched by the decoding
+    tasks), in one run: the tags and failures of a local run of the local files."""
     from mkt_tag import Tagger
 
     (photos / "empty.jpg").write_bytes(b"")
     (photos / "text.png").write_text("not an image")
     paths = sorted(path for path in photos.rglob("*") if path.is_file())
     assert len(paths) == 8
+    stores = object_stores.start()
+    sources: dict[Path | RemoteImage, Path] = {path: path for path in paths}  # -> local file
+    for scheme in ("s3", "gs"):  # all but empty.jpg in GCS (see object_stores.upload)
+        uploaded = stores.upload(photos, f"{scheme}://engine/p/")
+        sources.update((RemoteImage(uri), path) for uri, path in uploaded.items())
+    assert len(sources) == 8 + 8 + 7
     tagger = Tagger.load(str(TINY_CONFIG), precision="fp32")
     labels = tagger.embed_labels(ENTRIES)
     selection = Selection(top_k=len(ENTRIES))  # every label, ranked: the whole order compared
@@ -67,22 +89,27 @@ def test_the_engine_tags_as_a_local_run(ray_instance, photos):
     assert pickle.loads(pickle.dumps(engine)) == engine  # what each actor is given
     assert [entry.label for entry in engine.entries] == labels.labels
 
-    items = list(engine.tag_files(paths, selection, batch_size=3))
+    items = list(engine.tag_files(list(sources), selection, batch_size=3))
 
-    assert sorted(item.path for item in items) == paths  # each path once, in any order
-    failed = {item.path.name: item.reason for item in items if isinstance(item, ImageLoadError)}
+    assert sorted(map(named, items), key=str) == sorted(sources, key=str)  # each once
+    failed = {named(item): item.reason for item in items if isinstance(item, ImageLoadError)}
     assert failed == {
-        path.name: item.reason for path, item in local.items() if isinstance(item, ImageLoadError)
+        image: local[path].reason
+        for image, path in sources.items()
+        if isinstance(local[path], ImageLoadError)
     }
-    assert failed == {"empty.jpg": "empty file (0 bytes)", "text.png": failed["text.png"]}
-    assert "not an image" in failed["text.png"]
+    assert sorted(image.name for image in failed) == ["empty.jpg"] * 2 + ["text.png"] * 3
+    assert {failed[image] for image in failed if image.name == "empty.jpg"} == {
+        "empty file (0 bytes)"
+    }
+    assert all("not an image" in failed[image] for image in failed if image.name == "text.png")
     tagged = [item for item in items if not isinstance(item, ImageLoadError)]
     for item in tagged:
-        expected = local[item.path]
+        expected = local[sources[item.path]]
         assert [tag.label for tag in item.tags] == [tag.label for tag in expected.tags]
         scores = np.array([tag.score for tag in item.tags])
         np.testing.assert_allclose(scores, [tag.score for tag in expected.tags], atol=1e-5)
-    assert len(tagged) == 6
+    assert len(tagged) == 18 and sum(isinstance(item.path, RemoteImage) for item in tagged) == 12
 
 
 def test_a_missing_model_fails_before_ray_starts(monkeypatch, photos):
@@ -99,30 +126,11 @@ def test_a_missing_model_fails_before_ray_starts(monkeypatch, photos):
 def test_without_ray_the_engine_says_how_to_install_it(monkeypatch, photos):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails
     with pytest.raises(MktTagError) as raised:
-        ray_engine.check_job([photos], None, None, False)
+        ray_engine.check_job(None, None, False)
     assert str(raised.value) == "the Ray engine needs Ray: pip install 'mkt-tag[ray]'"
     engine = RayEngine(str(TINY_CONFIG), ENTRIES)
     with pytest.raises(MktTagError, match=r"needs Ray: pip install 'mkt-tag\[ray\]'"):
         list(engine.tag_files([photos / "a.jpg"], Selection()))
-
-
-@pytest.mark.parametrize(
-    ("given", "shown"),
-    [
-        (Path("s3://bucket/photos"), "s3://bucket/photos"),  # a Path folds "//" to "/"
-        ("gs://bucket/photos/a.jpg", "gs://bucket/photos/a.jpg"),
-        ("https://example.com/a.jpg", "https://example.com/a.jpg"),
-    ],
-)
-def test_uris_are_refused_in_one_line(given, shown):
-    with pytest.raises(UsageError) as raised:
-        refuse_uris([Path("photos"), given])
-    assert str(raised.value).startswith(f"{shown}: the Ray engine reads local or mounted paths")
-    assert "mountpoint-s3" in str(raised.value) and "\n" not in str(raised.value)
-
-
-def test_local_paths_are_not_uris():
-    refuse_uris([Path("photos"), Path("/mnt/photos/a:b.jpg"), Path("C:/photos"), "a:b"])
 
 
 @pytest.mark.parametrize(

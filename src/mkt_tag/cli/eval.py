@@ -272,7 +272,9 @@ def _print_scored(result: EvalResult) -> None:
         err.print(Text(f"failed: {failure}", style="yellow"))
     failures = len(result.failures)
     failed = f", {failures} could not be read (listed above, left out)" if failures else ""
-    err.print(f"scored {len(result.scores)} images{failed}")
+    precision = result.report.extra.get("precision")
+    where = f" in {precision}" if precision else ""  # "in int8 (auto: ...)"
+    err.print(f"scored {len(result.scores)} images{where}{failed}")
 
 
 def _print_calibration(

@@ -89,8 +89,8 @@ def merge(
     if report.unexpected:
         warn(f"{len(report.unexpected)} rows are of images not in --expect (kept)")
         if verbose:
-            for path in report.unexpected:
-                err.print(f"unexpected: {path}")
+            for image in report.unexpected:
+                err.print(f"unexpected: {image}")
     if len(report.runs) > 1:
         warn(f"rows of {len(report.runs)} different runs merged (--force)")
     if not quiet or not report.complete:

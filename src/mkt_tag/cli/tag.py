@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import os
-import time
-from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeRemainingColumn,
-)
 from rich.text import Text
 
 from mkt_tag.cli._app import (
@@ -41,47 +30,23 @@ from mkt_tag.cli._app import (
     fail,
     warn,
 )
+from mkt_tag.cli._tag_run import list_skipped, run_job
 from mkt_tag.config import DEFAULT_BACKBONE
 from mkt_tag.devices import Device, Precision
 from mkt_tag.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE, MktTagError, UsageError
 from mkt_tag.records import RunIdentity
-from mkt_tag.results import TagResult
 
 if TYPE_CHECKING:
-    from mkt_tag.keywords import Fields
-    from mkt_tag.tagging.job import FileTagger, JobReport, TagPlan
-
-
-class _RateColumn(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.1f} img/s" if speed else "-- img/s", style="cyan")
-
-
-def _progress(quiet: bool) -> Progress:
-    return Progress(
-        TextColumn("tagging"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _RateColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=err,
-        disable=quiet or not err.is_terminal,
-        transient=False,
-    )
-
-
-def _print_result(result: TagResult) -> None:
-    tags = ", ".join(f"{t.label} ({t.score:.3f})" for t in result.tags)
-    # Plain print: a pipe-friendly line (Rich would expand the tab and wrap).
-    print(f"{result.path}\t{tags}", flush=True)
+    from mkt_tag.tagging.job import FileTagger
 
 
 @app.command()
 def tag(
-    paths: list[Path] = typer.Argument(
-        ..., metavar="PATH", help="Image files and/or folders to tag."
+    paths: list[str] = typer.Argument(
+        ...,
+        metavar="PATH",
+        help="Image files and/or folders to tag; with --engine ray also s3:// and gs:// URIs "
+        "(an object, or a prefix listed as a folder).",
     ),
     labels: Path | None = typer.Option(
         None,
@@ -202,14 +167,17 @@ def tag(
     needs it. In XMP and JSON sidecars only mkt-tag's own tags are ever replaced: keywords
     a person or another program wrote stay as they are. Paths in the results file are
     absolute. Folders are scanned for the formats mkt-tag reads; photos in formats it
-    cannot read (JPEG XL, ...) are counted in the summary.
+    cannot read (JPEG XL, ...) are counted in the summary. Images in a bucket are tagged
+    from their URIs with --engine ray, into a results file (--output; no sidecars).
 
-    Example:
+    Examples:
 
         mkt-tag tag ~/Photos -r --labels my_labels.txt --sidecar xmp
+
+        mkt-tag tag s3://my-bucket/photos/ -r -o tags.csv --engine ray
     """
     # Planning imports neither torch nor the model: a run with nothing to do ends at once.
-    from mkt_tag import hub, published, shards, vocab
+    from mkt_tag import hub, published, remote, shards, vocab
     from mkt_tag.tagging import job as tagjob
     from mkt_tag.tagging.ray_engine import RayEngine, check_job  # Ray: only to tag images
     from mkt_tag.tagging.selection import check_thresholds_model, selection_for
@@ -224,8 +192,11 @@ def tag(
         raise fail("--ray-address: only with --engine ray", EXIT_USAGE)
     try:
         chosen_shard, shard_source = shards.resolve(shard, os.environ)
+        inputs = [remote.parse_input(path) for path in paths]  # URIs stay URIs
+        chosen_sidecar = sidecar.value if sidecar else None
+        remote.check_uris(inputs, output, chosen_sidecar, embed, engine.value)
         if engine is Engine.ray:  # what it cannot do, and a missing Ray, before any work
-            check_job(paths, workers, parallel, feature_cache)
+            check_job(workers, parallel, feature_cache)
         labels = labels or published.bundled_labels(model, hub.cache_dir(cache_dir))
         vocabulary = vocab.read_labels(labels)
         for warning in vocabulary.warnings:
@@ -240,11 +211,11 @@ def tag(
             )
 
         job = tagjob.TagJob(
-            inputs=paths,
+            inputs=inputs,
             selection=selection,
             recursive=recursive,
             output=output,
-            sidecar=sidecar.value if sidecar else None,
+            sidecar=chosen_sidecar,
             sidecar_naming=sidecar_naming.value,
             existing=existing,
             run=run,
@@ -262,8 +233,9 @@ def tag(
             if chosen_shard is not None and not quiet:  # "shard 2/8 (RANK=1, ...): 125 of 1000"
                 err.print(f"shard {chosen_shard} ({shard_source}): {planned.shard_share}")
             if verbose:
-                _list_skipped(planned)
+                list_skipped(planned)
             files: FileTagger | None = None  # what tags the images: a model here, or Ray
+            ran_in = ""  # the precision of a model here
             if planned.todo:  # a model (and torch) only for images that need it
                 spinner = err.is_terminal and not quiet and engine is Engine.local
                 with err.status("loading model", spinner="dots") if spinner else nullcontext():
@@ -278,6 +250,9 @@ def tag(
                         tagger = Tagger.load(model, feature_cache=feature_cache, **where)
                         tagger.report_cache_warnings(warn)
                         fingerprint = tagger.scores_fingerprint
+                        ran_in = f" in {tagger.precision.value}"  # for the summary
+                        if verbose:  # "model on cpu in int8 (auto: this CPU has no ...)"
+                            err.print(f"model on {tagger.device.type} in {tagger.precision}")
                     if thresholds is not None:
                         for note in check_thresholds_model(
                             thresholds, model, fingerprint, force_thresholds
@@ -286,7 +261,8 @@ def tag(
                     if engine is Engine.local:
                         labelset = tagger.embed_labels(vocabulary.entries, source=str(labels))
                         files = tagjob.LocalTagger(tagger, labelset, workers, parallel)
-            report = _run_job(planned, files, quiet, verbose, not (output or sidecar or embed))
+            to_stdout = not (output or sidecar or embed)
+            report = run_job(planned, files, quiet, verbose, to_stdout, ran_in)
     except UsageError as error:  # options that cannot go together (shards, engine)
         raise fail(str(error), EXIT_USAGE) from None
     except MktTagError as error:
@@ -306,84 +282,3 @@ INTERRUPTED = "interrupted: finished images are saved; run the same command agai
 def _waiting(output: Path) -> None:
     message = f"waiting: another mkt-tag run is writing {output}; this one goes on when it"
     err.print(Text(message + " is done (Ctrl-C to stop)", style="yellow"))
-
-
-def _list_skipped(planned: TagPlan) -> None:
-    for path in planned.unreadable:
-        err.print(f"skipped, mkt-tag cannot read {path.suffix.lower()} files yet: {path}")
-    for path in planned.removed:
-        err.print(f"removed a temporary file left by a killed run: {path}")
-
-
-def _change_line(added: Fields, removed: Fields) -> str:
-    """ "+dog +animal|dog -cat": the entries each keyword field would gain and lose."""
-    gained = dict.fromkeys(entry for entries in added.values() for entry in entries)
-    lost = dict.fromkeys(entry for entries in removed.values() for entry in entries)
-    return " ".join([*(f"+{e}" for e in gained), *(f"-{e}" for e in lost)]) or "no change"
-
-
-def _states(states: dict[str, int]) -> str:
-    """ " (2 new, 1 stale, 3 current)": what the run found in the outputs already there."""
-    if not states or states.get("new", 0) == sum(states.values()):
-        return ""
-    return " (" + ", ".join(f"{n} {state}" for state, n in states.items()) + ")"
-
-
-def _unreadable_summary(unreadable: list[Path]) -> str:
-    """ "skipped 3 .jxl, 2 .cr2 files mkt-tag cannot read yet", most frequent first."""
-    counts = Counter(path.suffix.lower() for path in unreadable)
-    by_count = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    kinds = ", ".join(f"{n} {suffix}" for suffix, n in by_count)
-    return f"skipped {kinds} files mkt-tag cannot read yet"
-
-
-def _run_job(
-    planned: TagPlan,
-    files: FileTagger | None,
-    quiet: bool,
-    verbose: bool,
-    to_stdout: bool,
-) -> JobReport | None:
-    """Drive a planned job with a progress bar; the report, or None when interrupted."""
-    from mkt_tag.tagging import job as tagjob
-
-    started = time.perf_counter()
-    with _progress(quiet) as progress:
-        task = progress.add_task("tagging", total=None)
-        events = tagjob.run(planned, files, on_start=lambda n: progress.update(task, total=n))
-        try:
-            while True:
-                item = next(events)
-                if isinstance(item, MktTagError):
-                    err.print(Text(f"failed: {item}", style="yellow"))
-                else:
-                    if to_stdout:
-                        _print_result(item)
-                    progress.advance(task)
-        except StopIteration as stop:
-            report = stop.value
-        except KeyboardInterrupt:
-            events.close()
-            return None
-    elapsed = time.perf_counter() - started
-    rate = report.tagged / elapsed if elapsed > 0 else 0.0
-    if not quiet or report.failures:
-        failed = f"failed {len(report.failures)} (listed above)" if report.failures else "failed 0"
-        err.print(
-            f"{report.found} images{_states(report.states)}: tagged {report.tagged}, "
-            f"skipped {report.skipped} current, {failed}; {elapsed:.1f} s, {rate:.1f} img/s"
-        )
-    for warning in report.warnings:
-        warn(warning)
-    for change in report.changes:  # a dry run's
-        print(f"{change.path}\t{_change_line(change.added, change.removed)}", flush=True)
-    if report.removed and not quiet:
-        err.print(f"removed {len(report.removed)} temporary files left by killed runs")
-    if report.unreadable:  # even with --quiet: no photo is left out without a word
-        hint = "" if verbose else " (--verbose lists them)"
-        err.print(Text(_unreadable_summary(report.unreadable) + hint, style="yellow"))
-        from mkt_tag.camera_raw import install_hint  # here: numpy and Pillow load with it
-
-        if install := install_hint(report.unreadable):
-            err.print(Text(install, style="yellow"))
-    return report

@@ -85,7 +85,7 @@ class ScoringSettings:
     workers: int | None = None  # decoding processes (None: automatic, 0: in the batch's thread)
     parallel: int | None = None  # batches the model works on at once (None: automatic)
     device: str = "auto"  # cpu, cuda, mps; auto: the best there is
-    precision: str = "auto"  # fp32, bf16, fp16; auto: bf16 where the hardware has it
+    precision: str = "auto"  # fp32, bf16, fp16, int8; auto: see ``auto_precision``
     cache_dir: str | Path | None = None  # model cache; None: $MKT_TAG_CACHE or the user's
     save_scores: str | Path | None = None  # keep the score matrix (.npz) for a later re-run
 
@@ -198,7 +198,8 @@ def evaluate_model(
         files.append(Path(scoring.save_scores))
     # after --streams: thresholds fit the scores of this configuration only
     fingerprint = tagger.scores_fingerprint
-    return _finish(scores, str(data), failures, settings, files, warnings, fingerprint)
+    how = str(tagger.precision)
+    return _finish(scores, str(data), failures, settings, files, warnings, fingerprint, how)
 
 
 def evaluate_saved_scores(
@@ -333,12 +334,16 @@ def _finish(
     files: list[Path],
     warnings: list[str],
     fingerprint: str = "",
+    precision: str = "",
 ) -> EvalResult:
     """The metric rows, then calibration and the output folder when asked; ``fingerprint``
-    (``Tagger.scores_fingerprint``, "" for saved scores) goes into the thresholds file."""
+    (``Tagger.scores_fingerprint``, "" for saved scores) goes into the thresholds file,
+    ``precision`` (what the model ran in, and why; "" for saved scores) into the report."""
     ks = list(dict.fromkeys(int(k) for k in settings.ks))
     report = evaluate(scores, ks, reference=settings.reference_map)
     report.source = source
+    if precision:
+        report.extra["precision"] = precision
     report.failed_images = len(failures)
     calibrated = None
     if settings.calibrate is not None:

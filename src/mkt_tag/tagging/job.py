@@ -14,6 +14,8 @@ needs it, does the caller load a model:
 
 ``run`` takes a local ``Tagger`` and its labels, or anything else that tags files (a
 :class:`FileTagger`, such as ``ray_engine.RayEngine``, which needs no model on this machine).
+Inputs may be URIs of images in a bucket ("s3://bucket/photos", ``remote.py``), which the
+Ray engine reads; their tags go to the results file only (``remote.check_uris``).
 
 Every output is written atomically, so a run killed at any moment (Ctrl-C, kill -9) leaves
 each sidecar either untouched or complete, and the combined results file either absent or
@@ -29,10 +31,17 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 from mkt_tag import hub, identity, published
 from mkt_tag.config import check_streams
-from mkt_tag.errors import ImageLoadError, InputFileError, MktTagError, OutputError
+from mkt_tag.errors import ImageLoadError, InputFileError, MktTagError, OutputError, UsageError
 from mkt_tag.files import remove_stale_temporaries
-from mkt_tag.images import scan_inputs
 from mkt_tag.records import CURRENT, NEW, STALE, RunIdentity, vocabulary_fingerprint
+from mkt_tag.remote import (
+    LOCAL_ENGINE_URI,
+    ImagePath,
+    RemoteImage,
+    check_uris,
+    parse_input,
+    scan_inputs,
+)
 from mkt_tag.results import ResultsFile, TagResult
 from mkt_tag.shards import Shard
 from mkt_tag.sidecar_paths import SIDECAR_FORMATS
@@ -52,7 +61,7 @@ class FileTagger(Protocol):
     """What tags a run's images: one TagResult or ImageLoadError per path, in any order."""
 
     def tag_files(
-        self, paths: Sequence[Path], selection: Selection, batch_size: int
+        self, paths: Sequence[ImagePath], selection: Selection, batch_size: int
     ) -> Iterator[TagResult | ImageLoadError]: ...
 
 
@@ -66,10 +75,14 @@ class LocalTagger:
     parallel: int | None = None  # batches the model runs at once (None: automatic)
 
     def tag_files(
-        self, paths: Sequence[Path], selection: Selection, batch_size: int
+        self, paths: Sequence[ImagePath], selection: Selection, batch_size: int
     ) -> Iterator[TagResult | ImageLoadError]:
+        local = [path for path in paths if isinstance(path, Path)]
+        if len(local) < len(paths):
+            uri = next(path for path in paths if isinstance(path, RemoteImage))
+            raise UsageError(f"{uri}: {LOCAL_ENGINE_URI}")
         return self.tagger.tag_files(
-            paths, self.labels, selection, batch_size, self.workers, self.parallel
+            local, self.labels, selection, batch_size, self.workers, self.parallel
         )
 
 
@@ -77,7 +90,7 @@ class LocalTagger:
 class TagJob:
     """What a ``mkt-tag tag`` run does (the CLI's options, minus the model)."""
 
-    inputs: Sequence[Path]  # files and folders to tag
+    inputs: Sequence[Path | str | RemoteImage]  # files, folders, URIs ("s3://bucket/photos")
     selection: Selection  # which labels become tags
     recursive: bool = False  # descend into sub-folders
     output: Path | None = None  # combined results file (.csv, .json, .jsonl)
@@ -116,11 +129,11 @@ class TagPlan:
     """
 
     job: TagJob
-    images: list[Path]  # every image found, sorted
-    todo: list[Path]  # the images that need the model
+    images: list[ImagePath]  # every image found, sorted
+    todo: list[ImagePath]  # the images that need the model
     failures: list[MktTagError]  # found while planning: missing inputs, shared sidecars
     states: dict[str, int] = field(default_factory=dict)  # images found NEW, STALE, CURRENT
-    unreadable: list[Path] = field(default_factory=list)  # photo formats not read yet
+    unreadable: list[ImagePath] = field(default_factory=list)  # photo formats not read yet
     removed: list[Path] = field(default_factory=list)  # temporaries of killed runs
     outputs: Outputs = field(default_factory=Outputs)  # open for this run
     total: int = 0  # images found in the inputs, before taking the shard
@@ -164,7 +177,7 @@ class JobReport:
     skipped: int = 0
     states: dict[str, int] = field(default_factory=dict)  # images found NEW, STALE, CURRENT
     failures: list[MktTagError] = field(default_factory=list)
-    unreadable: list[Path] = field(default_factory=list)  # photo formats not read yet
+    unreadable: list[ImagePath] = field(default_factory=list)  # photo formats not read yet
     removed: list[Path] = field(default_factory=list)  # temporaries of killed runs
     warnings: list[str] = field(default_factory=list)  # e.g. keywords left out of IPTC
     changes: list[EmbedChange] = field(default_factory=list)  # a dry run's, per file
@@ -205,6 +218,7 @@ def plan(job: TagJob, on_wait: Callable[[Path], None] | None = None) -> TagPlan:
     Raises:
         InputFileError: every input is missing (nothing could be done).
         OutputError: the results file cannot be read or written.
+        UsageError: what cannot be done with URIs (``remote.check_uris``).
         MktTagError: an unknown mode for existing outputs.
     """
     if job.existing not in EXISTING_MODES:
@@ -213,7 +227,9 @@ def plan(job: TagJob, on_wait: Callable[[Path], None] | None = None) -> TagPlan:
         raise MktTagError(f"unknown sidecar format {job.sidecar!r}")
     if job.dry_run and (not job.embed or job.sidecar is not None or job.output is not None):
         raise MktTagError("a dry run previews --embed alone: leave out --sidecar and --output")
-    found = scan_inputs(job.inputs, job.recursive)
+    inputs = [parse_input(given) for given in job.inputs]
+    check_uris(inputs, job.output, job.sidecar, job.embed)
+    found = scan_inputs(inputs, job.recursive)
     if job.inputs and len(found.missing) == len(job.inputs):
         raise _nothing_found(found.errors)
     failures: list[MktTagError] = list(found.errors)
@@ -221,7 +237,7 @@ def plan(job: TagJob, on_wait: Callable[[Path], None] | None = None) -> TagPlan:
     if job.shard is not None:
         images, unreadable = job.shard.select(images), job.shard.select(unreadable)
     # Only ours, only of processes that are gone: see files.remove_stale_temporaries.
-    folders = {image.parent for image in images}
+    folders = {image.parent for image in images if isinstance(image, Path)}
     if job.results_path is not None:
         folders.add(job.results_path.parent)
     removed = [path for folder in sorted(folders) for path in remove_stale_temporaries(folder)]
@@ -231,7 +247,7 @@ def plan(job: TagJob, on_wait: Callable[[Path], None] | None = None) -> TagPlan:
         # shards, whose runs would each write it.
         shared = shared_sidecars(found.images, job.sidecar, job.sidecar_naming)
         chosen = set(images) if job.shard is not None else shared.keys()
-        refused: dict[Path, OutputError] = {
+        refused: dict[ImagePath, OutputError] = {
             **{image: error for image, error in shared.items() if image in chosen},
             **outputs.refusals(images),
         }
@@ -274,7 +290,8 @@ def _open_outputs(job: TagJob, on_wait: Callable[[Path], None] | None) -> Output
 def _nothing_found(errors: list[ImageLoadError]) -> MktTagError:
     if len(errors) == 1:
         return errors[0]
-    return InputFileError(errors[0].path, "; ".join([errors[0].reason, *map(str, errors[1:])]))
+    given = str(errors[0])[: -len(errors[0].reason) - 2]  # not ``path``: a URI keeps its "//"
+    return InputFileError(given, "; ".join([errors[0].reason, *map(str, errors[1:])]))
 
 
 def run(
@@ -335,7 +352,7 @@ def _file_tagger(
 
 def _tag(
     job: TagJob,
-    todo: list[Path],
+    todo: list[ImagePath],
     files: FileTagger,
     outputs: Outputs,
     report: JobReport,

@@ -5,7 +5,8 @@ An image is current when every output it gets holds this run's tags (``records``
 of the same run, a sidecar and a file whose mkt-tag record names it. Otherwise it is stale
 (some output holds another run's tags, or tags of no known run) or new (none of its outputs
 holds mkt-tag's tags yet). Judging needs the run's identity, which means finding the
-model's files; that is done only when some output exists to judge.
+model's files; that is done only when some output exists to judge. Images given by URI
+(``remote.RemoteImage``) have a row in the results file and no other output.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from mkt_tag.errors import OutputError
 from mkt_tag.records import ANONYMOUS_RUN, CURRENT, NEW, STALE, RunIdentity
+from mkt_tag.remote import ImagePath
 from mkt_tag.results import ResultsFile, TagResult, image_key
 from mkt_tag.sidecar_paths import sidecar_collisions, sidecar_path
 from mkt_tag.sidecars import rejected_labels, sidecar_state, write_sidecar
@@ -30,18 +32,19 @@ class SharedSidecarError(OutputError):
 
 
 def shared_sidecars(
-    images: list[Path], sidecar: str | None, naming: str
-) -> dict[Path, SharedSidecarError]:
+    images: list[ImagePath], sidecar: str | None, naming: str
+) -> dict[ImagePath, SharedSidecarError]:
     """The images whose sidecar another image would write too, each with its error."""
     if sidecar is None:
         return {}
+    local = [image for image in images if isinstance(image, Path)]
     return {
         image: SharedSidecarError(
             f"{image}: its sidecar {sidecar_path(image, sidecar, naming).name} would also be "
             f"that of {', '.join(map(str, others))}; neither is written: rename one, or use "
             "--sidecar-naming full"
         )
-        for image, others in sidecar_collisions(images, sidecar, naming).items()
+        for image, others in sidecar_collisions(local, sidecar, naming).items()
     }
 
 
@@ -70,7 +73,7 @@ class Outputs:
             self.run = self.run()
         return self.run
 
-    def states(self, images: list[Path]) -> dict[Path, str]:
+    def states(self, images: list[ImagePath]) -> dict[ImagePath, str]:
         """Each image: CURRENT when all its outputs hold this run's tags, STALE when some
         holds another run's, else NEW."""
         if not self.any:
@@ -78,32 +81,34 @@ class Outputs:
         done = self.results.done() if self.results is not None else {}
         run = self.identity() if self._any_output(images, done) else None
         judge = run or ANONYMOUS_RUN  # nothing can be current for an unknown run
-        found: dict[Path, list[str]] = {image: [] for image in images}
+        found: dict[ImagePath, list[str]] = {image: [] for image in images}
         for image in images:
             if self.results is not None:
                 row = done.get(image_key(image))
                 current = row is not None and run is not None and row.run == run.fingerprint
                 found[image].append(NEW if row is None else CURRENT if current else STALE)
-            if self.sidecar is not None:
+            if self.sidecar is not None and isinstance(image, Path):
                 state = sidecar_state(
                     image, self.sidecar, self.sidecar_naming, judge, self.tag_root
                 )
                 found[image].append(STALE if run is None and state == CURRENT else state)
         if self.embedded is not None:
-            embeddable = [image for image in images if self._embeds(image)]
+            embeddable = [i for i in images if isinstance(i, Path) and self._embeds(i)]
             for image, state in zip(
                 embeddable, self.embedded.states(embeddable, judge, self.tag_root), strict=True
             ):
                 found[image].append(STALE if run is None and state == CURRENT else state)
         return {image: _combined(states) for image, states in found.items()}
 
-    def _any_output(self, images: list[Path], done: dict[str, TagResult]) -> bool:
+    def _any_output(self, images: list[ImagePath], done: dict[str, TagResult]) -> bool:
         if done or self.embedded is not None:  # files: their records are read anyway
             return True
         if self.sidecar is None:
             return False
         return any(
-            sidecar_path(image, self.sidecar, self.sidecar_naming).exists() for image in images
+            sidecar_path(image, self.sidecar, self.sidecar_naming).exists()
+            for image in images
+            if isinstance(image, Path)
         )
 
     def _embeds(self, image: Path) -> bool:
@@ -113,7 +118,7 @@ class Outputs:
 
         return self.embedded is not None and embed_refusal(image) is None
 
-    def refusals(self, images: list[Path]) -> dict[Path, OutputError]:
+    def refusals(self, images: list[ImagePath]) -> dict[ImagePath, OutputError]:
         """Images whose only output would be keywords inside a file that cannot take them."""
         if self.embedded is None or self.sidecar is not None or self.results is not None:
             return {}
@@ -122,7 +127,7 @@ class Outputs:
         return {
             image: OutputError(f"{image}: {reason}")
             for image in images
-            if (reason := embed_refusal(image)) is not None
+            if isinstance(image, Path) and (reason := embed_refusal(image)) is not None
         }
 
     def write(self, result: TagResult) -> list[str]:
@@ -134,9 +139,12 @@ class Outputs:
         run = self.identity()
         if run is not None:
             result.run = run.fingerprint
+        image = result.path
+        if not isinstance(image, Path):  # a URI: its row is its only output
+            return []
         if self.sidecar is not None and not self.dry_run:
             write_sidecar(
-                result.path,
+                image,
                 result.tags,
                 self.sidecar,
                 self.sidecar_naming,
@@ -144,12 +152,12 @@ class Outputs:
                 self.tag_root,
                 keep=self.keep,
             )
-        if self.embedded is None or not self._embeds(result.path):
+        if self.embedded is None or not self._embeds(image):
             return []
         # A review applied to the photo's sidecar: its rejections hold inside the file too.
-        rejected = rejected_labels(result.path)
+        rejected = rejected_labels(image)
         change = self.embedded.write(
-            result.path,
+            image,
             result.tags,
             run or ANONYMOUS_RUN,
             self.tag_root,

@@ -4,15 +4,18 @@
 ``Tagger``. The run itself (what to skip, results journal, sidecars, resume) stays on the
 driver; only the images go through Ray Data, in two stages:
 
-    paths (blocks of one batch)
-      -> decode: CPU tasks of one CPU each, ``ImageFiles`` (the decoding of a local run)
+    paths and URIs (blocks of one batch)
+      -> decode: CPU tasks of one CPU each: objects in buckets fetched (``remote.fetched``),
+         then ``ImageFiles`` (the decoding of a local run)
       -> model: a fixed pool of actors (``plan_actors``: one per GPU, or per group of CPUs),
          each loading the model once and running ``Tagger.score_decoded`` on every batch
       -> the driver: tags chosen (``select``) and failures named, as ``Tagger.tag_files``
 
 Ray is imported here only, when a run has images to tag: ``import mkt_tag``, planning and a
 run with nothing to do never import it. Paths are read where they are given, so on a
-cluster they must be on a file system every node mounts; URIs are refused for now.
+cluster they must be on a file system every node mounts. Images given as URIs (s3://,
+gs://: ``remote.py``) are listed by the driver, which never downloads one: each decoding
+task fetches its batch's objects itself, through pyarrow, with its node's credentials.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import importlib.util
 import logging
 import math
 import os
-import re
 import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,6 +37,7 @@ from mkt_tag import hub, identity, published
 from mkt_tag.config import PreprocessConfig, check_streams
 from mkt_tag.errors import ImageLoadError, MktTagError, UsageError
 from mkt_tag.images import ImageFiles
+from mkt_tag.remote import ImagePath, fetched, image_ref
 from mkt_tag.results import TagResult
 from mkt_tag.tagging.selection import Selection, select
 from mkt_tag.vocab import Entry
@@ -47,9 +50,6 @@ RAY_MISSING = "the Ray engine needs Ray: pip install 'mkt-tag[ray]'"
 # CPUs (torch threads) of each model actor on a cluster without GPUs; fewer on small nodes.
 DEFAULT_CPUS_PER_ACTOR = 4
 
-# A URI ("s3://bucket/x"; a Path has folded it to "s3:/bucket/x"). One letter is a drive.
-_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/+")
-
 # Ray's loggers whose terminal output a run silences: a local instance started, each
 # dataset's execution plan, warnings about progress bars, tracebacks of failed tasks.
 _RAY_LOGGERS = ("ray", "ray.data")
@@ -59,22 +59,9 @@ _RAY_LOGGERS = ("ray", "ray.data")
 _CONTEXT = {"enable_progress_bars": False, "raise_original_map_exception": True}
 
 
-def refuse_uris(paths: Sequence[Path | str]) -> None:
-    """Refuse inputs given as URIs: the engine reads local or mounted paths for now."""
-    for path in paths:
-        if match := _URI.match(str(path)):
-            uri = _URI.sub(f"{match.group(1)}://", str(path), count=1)
-            raise UsageError(
-                f"{uri}: the Ray engine reads local or mounted paths for now; mount the "
-                "bucket (mountpoint-s3, gcsfuse) and give its path"
-            )
-
-
-def check_job(
-    inputs: Sequence[Path | str], workers: int | None, parallel: int | None, feature_cache: bool
-) -> None:
+def check_job(workers: int | None, parallel: int | None, feature_cache: bool) -> None:
     """Refuse before any work what the engine cannot do (``UsageError``: the local engine's
-    options, URIs), and a missing Ray (``MktTagError``)."""
+    options), and a missing Ray (``MktTagError``)."""
     if workers is not None:
         raise UsageError("--workers: not with --engine ray (Ray's tasks decode the images)")
     if parallel is not None:
@@ -84,7 +71,6 @@ def check_job(
             "--feature-cache: not with --engine ray (the cache lives in one process's cache "
             "folder, the actors are spread over the cluster)"
         )
-    refuse_uris(inputs)
     try:  # found, not imported (that takes seconds)
         found = importlib.util.find_spec("ray") is not None
     except ValueError:  # sys.modules["ray"] is None: a module without a spec
@@ -162,20 +148,19 @@ class RayEngine:
         object.__setattr__(self, "entries", tuple(self.entries))
 
     def tag_files(
-        self, paths: Sequence[Path], selection: Selection, batch_size: int = 16
+        self, paths: Sequence[ImagePath], selection: Selection, batch_size: int = 16
     ) -> Iterator[TagResult | ImageLoadError]:
-        """One TagResult or ImageLoadError per path, as batches finish. The model's files are
-        found here first (a missing model fails before Ray starts); then Ray is joined, or
-        started (and shut down at the end), unless this process has it running already.
+        """One TagResult or ImageLoadError per path or URI, as batches finish. The model's
+        files are found here first (a missing model fails before Ray starts); then Ray is
+        joined, or started (and shut down at the end), unless this process has it running.
 
         Raises:
             MktTagError: Ray missing or unreachable, an actor that cannot load the model, a
-                failed Ray task: one line each; ``UsageError`` for an input given as a URI.
+                failed Ray task: one line each.
         """
         paths = list(paths)
         if not paths:
             return
-        refuse_uris(paths)
         root = hub.cache_dir(self.cache_dir)
         preprocess = identity.resolve(published.locate(self.model, root), root).config.preprocess
         if self.streams is not None:
@@ -198,18 +183,21 @@ class RayEngine:
                     yield TagResult(paths[int(batch["index"][row])], tags)
                 for row in np.flatnonzero(failed):
                     index = int(batch["index"][row])
-                    yield ImageLoadError(paths[index], str(batch["error"][row]))
+                    yield ImageLoadError(str(paths[index]), str(batch["error"][row]))
 
     def _dataset(
         self,
         ray: ModuleType,
-        paths: list[Path],
+        paths: list[ImagePath],
         preprocess: PreprocessConfig,
         plan: ActorPlan,
         batch_size: int,
     ) -> Any:
         # Absolute paths (images, model, cache): a worker's current folder is not the driver's.
-        items = [{"index": i, "path": str(path.absolute())} for i, path in enumerate(paths)]
+        items = [
+            {"index": i, "path": str(path.absolute() if isinstance(path, Path) else path)}
+            for i, path in enumerate(paths)
+        ]
         # One block per batch: a decoding task then holds one batch of pixels, not thousands.
         blocks = math.ceil(len(items) / batch_size)
         cache = None if self.cache_dir is None else Path(self.cache_dir).expanduser().absolute()
@@ -240,16 +228,21 @@ class RayEngine:
 
 
 def _decode(batch: dict[str, np.ndarray], preprocess: PreprocessConfig) -> dict[str, np.ndarray]:
-    """The decoding stage: a batch of paths as pixels (zeros where a file failed) and the
-    reason of each failure ("" where none)."""
-    files = ImageFiles([Path(path) for path in batch["path"]], preprocess)
-    pixels = np.zeros((len(files), preprocess.image_size, preprocess.image_size, 3), np.uint8)
+    """The decoding stage: a batch of paths and URIs as pixels (zeros where an image failed)
+    and the reason of each failure ("" where none). Objects are fetched here, on the node
+    that decodes them, into temporary files decoded as local files are."""
+    size = preprocess.image_size
+    pixels = np.zeros((len(batch["path"]), size, size, 3), np.uint8)
     errors = []
-    for position in range(len(files)):
-        _, array, reason = files[position]
-        if array is not None:
-            pixels[position] = array
-        errors.append("" if array is not None else reason or "cannot read")
+    with fetched([image_ref(str(path)) for path in batch["path"]]) as files:
+        local = ImageFiles(
+            [file if isinstance(file, Path) else Path() for file in files], preprocess
+        )
+        for position, file in enumerate(files):
+            _, array, reason = local[position] if isinstance(file, Path) else (0, None, file)
+            if array is not None:
+                pixels[position] = array
+            errors.append("" if array is not None else reason or "cannot read")
     return {**batch, "pixels": pixels, "error": np.array(errors, dtype=str)}
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mkt_tag import checkpoints, hub, published
+from mkt_tag import auto_precision, checkpoints, hub, published
 from mkt_tag.config import DEFAULT_BACKBONE, PreprocessConfig, check_streams
 from mkt_tag.devices import pick_device, pick_dtype
 from mkt_tag.errors import ImageLoadError
@@ -69,21 +69,21 @@ class Tagger:
         onnx_cache: Path | None = None,
     ) -> None:
         self.device = pick_device(device)
-        self.dtype = pick_dtype(precision, self.device)
+        pick_dtype(precision, self.device)  # an unknown precision, int8 off the CPU: refused
+        # What runs, and why (auto may measure), and with int8 ONNX Runtime's image tower
+        # (kept in ``onnx_cache``), on as many threads per call as torch's (a batch's share:
+        # ``batches.run_batches``).
+        self.precision, self._onnx = auto_precision.prepare(
+            precision, self.device, model, onnx_cache
+        )
+        self.dtype = pick_dtype(self.precision.value, self.device)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
-        # With int8, ONNX Runtime's image tower (kept in ``onnx_cache``), on as many threads
-        # per call as torch's (a batch's share: ``batches.run_batches``).
-        self._onnx: Callable[[torch.Tensor], ImageFeatures] | None = None
-        if precision == "int8":
-            from mkt_tag import onnx_tower
-
-            self._onnx = onnx_tower.load(self.model, onnx_cache)
         pre = model.config.preprocess
         # Caches only work for models whose weights are known by a fingerprint.
         known = bool(model.fingerprint)
         self.label_cache = label_cache if known else None
         self.feature_cache = feature_cache if known else None
-        where = ["int8" if precision == "int8" else str(self.dtype), self.device.type]
+        where = ["int8" if self._onnx else str(self.dtype), self.device.type]
         prompt = [t.detach().float().cpu().numpy().tobytes() for t in model.prompt.parameters()]
         self.text_key = digest(model.fingerprint, "text", model.config.template, *prompt, *where)
         self.image_key = digest(model.fingerprint, "image", dataclasses.asdict(pre), *where)
