@@ -131,3 +131,27 @@ def test_the_summary_names_the_files_and_keeps_their_paths(tmp_path):
     assert summary["corrections_name"] == "tags.corrections.jsonl"
     assert summary["results"] == str(results)
     assert summary["corrections"] == str(tmp_path / "tags.corrections.jsonl")
+
+
+def test_images_in_buckets_are_left_out_and_said(tmp_path):
+    """A results file of `tag --engine ray` over a bucket holds URIs: the page shows local
+    photos, so those rows are left out with a warning, never turned into local paths."""
+    local = tmp_path / "a.jpg"
+    local.write_bytes(b"")
+    path = tmp_path / "tags.csv"
+    path.write_text(
+        "path,tags,scores,run\n"
+        f"{local},sky,0.5,\n"
+        "s3://bucket/photos/b.jpg,dog,0.3,\n"
+        "gs://other/c.jpg,dog,0.2,\n"
+    )
+    said: list[str] = []
+    photos = load_photos(path, said.append)
+    assert [photo.filename for photo in photos] == [str(local)]
+    assert said == [
+        f"{path}: left out 2 image(s) in a bucket (s3://bucket/photos/b.jpg, ...): review "
+        "shows local photos: copy them to a folder and tag that to review them"
+    ]
+    path.write_text("path,tags,scores,run\ns3://bucket/photos/b.jpg,dog,0.3,\n")
+    with pytest.raises(InputFileError, match="no local photos to review, only 1 image"):
+        load_photos(path)

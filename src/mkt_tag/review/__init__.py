@@ -44,7 +44,7 @@ def open_review(
     if on_warning is not None:
         for line in vocabulary.warnings:
             on_warning(line)
-    photos = load_photos(source)
+    photos = load_photos(source, on_warning)
     saved = Corrections(Path(corrections) if corrections else corrections_path(source))
     return Review(photos, vocabulary.labels, saved, source)
 

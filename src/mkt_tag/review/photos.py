@@ -20,7 +20,7 @@ import io
 import json
 import json.scanner
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mkt_tag.errors import InputFileError
+from mkt_tag.remote import uri_of
 from mkt_tag.results import (
     CSV_HEADER,
     LABEL_SEPARATOR,
@@ -74,16 +75,18 @@ class Photo:
         return [Tag(label, score) for label, score in self.ranked()]
 
 
-def load_photos(source: Path) -> list[Photo]:
+def load_photos(source: Path, on_warning: Callable[[str], None] | None = None) -> list[Photo]:
     """The photos of a results file (``.csv``, ``.json``, ``.jsonl``) or of a folder whose
     sidecars hold mkt-tag's tags (``mkt-tag tag --sidecar xmp|json``), sorted by path.
 
     Relative paths in a results file are relative to the working directory, as ``tag``
     wrote them before it made them absolute. In a folder, photos that resolve outside it
-    (a symlink pointing elsewhere) are left out.
+    (a symlink pointing elsewhere) are left out. Rows of images in a bucket (``s3://``,
+    ``gs://``: ``tag --engine ray``) are left out, said to ``on_warning``: the page shows
+    and corrects local photos.
 
     Raises:
-        InputFileError: the file or folder is missing, malformed, or names no photo.
+        InputFileError: the file or folder is missing, malformed, or names no local photo.
     """
     source = Path(source)
     if source.is_dir():
@@ -95,7 +98,13 @@ def load_photos(source: Path) -> list[Photo]:
         raise InputFileError(source, f"not a results file (use {accepted}, or a folder)")
     else:
         with _collector_paused():
-            found = [(_absolute(path), scores) for path, scores in read_scores(source)]
+            rows = read_scores(source)
+            # Absolute local paths start with "/", a URI never does: one test per row.
+            remote = [path for path, _ in rows if path[:1] != "/" and uri_of(path)]
+            skipped = set(remote)
+            found = [(_absolute(path), scores) for path, scores in rows if path not in skipped]
+        if remote:
+            _left_out(source, remote, bool(found), on_warning)
     # One photo per absolute path, a later row winning as in tag. By spelling, not by
     # image_key: resolving costs a system call per photo (seconds for 100,000), and tag
     # writes each image once already.
@@ -104,6 +113,18 @@ def load_photos(source: Path) -> list[Photo]:
         raise InputFileError(source, "no photos to review (no rows, or no sidecars with tags)")
     with _collector_paused():
         return [Photo(number, path, unique[path]) for number, path in enumerate(sorted(unique))]
+
+
+def _left_out(
+    source: Path, remote: list[str], local: bool, on_warning: Callable[[str], None] | None
+) -> None:
+    """Rows of images in buckets: a warning, or the error when no local photo is left."""
+    what = f"{len(remote)} image(s) in a bucket ({remote[0]}{', ...' if len(remote) > 1 else ''})"
+    hint = "review shows local photos: copy them to a folder and tag that to review them"
+    if not local:
+        raise InputFileError(source, f"no local photos to review, only {what}: {hint}")
+    if on_warning is not None:
+        on_warning(f"{source}: left out {what}: {hint}")
 
 
 def _absolute(path: str) -> str:
