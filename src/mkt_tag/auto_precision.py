@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mkt_tag.devices import cpu_has_bf16
+from mkt_tag.devices import cpu_has_bf16, pick_dtype
 from mkt_tag.errors import ModelError
 from mkt_tag.files import atomic_write_text, digest
 
@@ -69,17 +69,16 @@ def choose(precision: str, device: torch.device, model: MKT, cache: Path | None)
     import torch
 
     if precision != "auto":
+        pick_dtype(precision, device)  # an unknown precision, int8 off the CPU: refused
         return Choice(precision, "asked for")
-    if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return Choice("bf16", "auto: this GPU has bf16")
-        return Choice("fp16", "auto: this GPU has no bf16")
-    if device.type != "cpu":
-        return Choice("fp32", f"auto on {device.type}")
+    if device.type != "cpu":  # GPUs keep their path: ``devices.pick_dtype``'s auto
+        dtype = pick_dtype("auto", device)
+        return Choice({torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32"), "auto")
     bf16 = cpu_has_bf16()
-    without_int8 = Choice("bf16", "auto: native bf16 on this CPU") if bf16 else None
     if not int8_available():
-        return without_int8 or Choice(
+        if bf16:
+            return Choice("bf16", "auto: native bf16 on this CPU")
+        return Choice(
             "fp32",
             "auto: this CPU has no native bf16, and int8 needs ONNX Runtime: "
             "pip install 'mkt-tag[onnx]'",

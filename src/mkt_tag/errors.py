@@ -6,6 +6,7 @@ traceback) followed by a non-zero exit code. Anything else reaching the CLI is a
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 # Exit codes of the command-line tool (documented in docs/cli.md).
@@ -14,6 +15,8 @@ EXIT_ERROR = 1  # nothing useful was done: bad label file, missing model, ...
 EXIT_USAGE = 2  # bad command line (Click's own code for usage errors)
 EXIT_PARTIAL = 3  # the run finished but some inputs failed (listed in the summary)
 EXIT_INTERRUPTED = 130  # Ctrl-C; finished work is kept and the next run resumes
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 
 
 class MktTagError(Exception):
@@ -28,7 +31,9 @@ class InputFileError(MktTagError):
     """A file the user gave (image, label file, data file) cannot be used."""
 
     def __init__(self, path: Path | str, reason: str) -> None:
-        self.path = Path(path)
+        # A URI ("s3://bucket/a.jpg", ``remote.RemoteImage``) stays the text it is: a Path
+        # would fold its "//".
+        self.path: Path | str = path if isinstance(path, str) and _URI.match(path) else Path(path)
         self.reason = reason
         super().__init__(f"{path}: {reason}")
 

@@ -162,6 +162,11 @@ def write_error(path: Path, error: OSError) -> OutputError:
     return OutputError(f"{path}: cannot write ({(reason or str(error)).lower()})")
 
 
+def tree_size(folder: Path) -> int:
+    """Bytes the files under ``folder`` take (symlinks not followed, so not counted twice)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
 # --- fingerprints ---------------------------------------------------------------------
 
 

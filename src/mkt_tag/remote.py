@@ -75,6 +75,10 @@ class RemoteImage:
         """Bucket and key as pyarrow's file systems name them ("bucket/photos/a.jpg")."""
         return self.uri.split("://", 1)[-1].strip("/")
 
+    @property
+    def bucket(self) -> str:
+        return self.path.split("/", 1)[0]
+
 
 ImagePath = Path | RemoteImage  # an image where it is: a local path, or a URI
 
@@ -203,13 +207,13 @@ def _list(
 
     fs = _pyarrow_fs()
     try:
-        store = _filesystem(given.scheme, given.path.split("/", 1)[0])
+        store = _filesystem(given.scheme, given.bucket)
         info = store.get_file_info(given.path)
         if info.type == fs.FileType.File:
             images.add(RemoteImage(f"{given.scheme}://{info.path}"))
             return
         if info.type != fs.FileType.Directory:
-            bucket = given.path.split("/", 1)[0]
+            bucket = given.bucket
             there = "/" in given.path and store.get_file_info(bucket).type != fs.FileType.NotFound
             reason = "no object or prefix of that name" if there else "no such bucket"
             raise ImageLoadError(given.uri, reason)
@@ -262,7 +266,7 @@ def fetched(images: Sequence[ImagePath]) -> Iterator[list[Path | str]]:
 def _read(image: RemoteImage) -> bytes | str:
     """The object's bytes, or why they cannot be read."""
     try:
-        store = _filesystem(image.scheme, image.path.split("/", 1)[0])
+        store = _filesystem(image.scheme, image.bucket)
         with store.open_input_stream(image.path) as stream:  # one GET, no range requests
             return bytes(stream.read())
     except FileNotFoundError:

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from mkt_tag.errors import UsageError
-from mkt_tag.remote import RemoteImage
+from mkt_tag.remote import ImagePath, RemoteImage
 from mkt_tag.results import image_key
 
-_Image = TypeVar("_Image", bound=Path | RemoteImage)  # a local image, or one named by URI
+_Image = TypeVar("_Image", bound=ImagePath)  # a local image, or one named by URI
 
 # tags.shard-2-of-8.csv: the results file of shard 2 of 8 of the output tags.csv
 _SHARD_NAME = re.compile(r"^(?P<stem>.+)\.shard-(?P<index>[1-9]\d*)-of-(?P<count>[1-9]\d*)$")
@@ -71,7 +71,7 @@ class Shard:
         return path.with_name(f"{path.stem}.shard-{self.index}-of-{self.count}{path.suffix}")
 
 
-def image_keys(paths: Sequence[Path | RemoteImage]) -> list[str]:
+def image_keys(paths: Sequence[ImagePath]) -> list[str]:
     """``results.image_key`` of each path, resolving each folder once: one ``lstat`` per
     path instead of one per component of it (the same keys, several times faster over a
     million paths, which share a few thousand folders). A URI is its own key."""

@@ -16,6 +16,7 @@ from mkt_tag.cli._app import (
     out,
 )
 from mkt_tag.errors import EXIT_ERROR, EXIT_PARTIAL, MktTagError
+from mkt_tag.files import tree_size
 
 models_app = typer.Typer(
     help="List known models and whether each is cached (no command), or download them.",
@@ -52,8 +53,7 @@ def models_list(
 
 def _size(folder: Path) -> str:
     """What a folder's files take, "352 MB"."""
-    total = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
-    return f"{total / 1e6:,.0f} MB"
+    return f"{tree_size(folder) / 1e6:,.0f} MB"
 
 
 @models_app.command("download")

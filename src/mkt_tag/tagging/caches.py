@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from mkt_tag import hub
-from mkt_tag.files import digest
+from mkt_tag.files import digest, tree_size
 
 APPLICATION_ID = 0x4D4B5454  # "MKTT" in SQLite's header: marks the file as ours
 SCHEMA_VERSION = 2  # 2: a checksum with every row (files of version 1 are moved aside)
@@ -333,7 +333,7 @@ def cache_parts(root: Path) -> tuple[list[CachePart], list[str]]:
         CachePart(
             "models",
             len(downloaded),
-            _tree_size(models) if models.is_dir() else 0,
+            tree_size(models) if models.is_dir() else 0,
             [folder.name[len("models--") :].replace("--", "/") for folder in downloaded],
         )
     ]
@@ -386,10 +386,6 @@ def clear_cache(
     if models:
         names.append("models")
         if hub.hub_cache(root).is_dir():
-            freed += _tree_size(hub.hub_cache(root))
+            freed += tree_size(hub.hub_cache(root))
             shutil.rmtree(hub.hub_cache(root))
     return Cleared(names, freed)
-
-
-def _tree_size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())

@@ -290,8 +290,7 @@ def _open_outputs(job: TagJob, on_wait: Callable[[Path], None] | None) -> Output
 def _nothing_found(errors: list[ImageLoadError]) -> MktTagError:
     if len(errors) == 1:
         return errors[0]
-    given = str(errors[0])[: -len(errors[0].reason) - 2]  # not ``path``: a URI keeps its "//"
-    return InputFileError(given, "; ".join([errors[0].reason, *map(str, errors[1:])]))
+    return InputFileError(errors[0].path, "; ".join([errors[0].reason, *map(str, errors[1:])]))
 
 
 def run(

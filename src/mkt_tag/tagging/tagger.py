@@ -69,8 +69,8 @@ class Tagger:
         onnx_cache: Path | None = None,
     ) -> None:
         self.device = pick_device(device)
-        pick_dtype(precision, self.device)  # an unknown precision, int8 off the CPU: refused
-        # What runs, and why (auto may measure), and with int8 ONNX Runtime's image tower
+        # What runs, and why (auto may measure; an unknown precision, or int8 off the CPU, is
+        # refused), and with int8 ONNX Runtime's image tower
         # (kept in ``onnx_cache``), on as many threads per call as torch's (a batch's share:
         # ``batches.run_batches``).
         self.precision, self._onnx = auto_precision.prepare(
