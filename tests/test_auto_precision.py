@@ -153,3 +153,18 @@ def test_tag_says_which_precision_ran(photos, label_file, tiny_id, with_onnx, mo
     done = runner.invoke(app, [*args, "--precision", "fp32"])
     assert done.stderr.splitlines()[-1].endswith("img/s in fp32")
     assert "model on cpu" not in done.stderr  # without --verbose
+
+
+def test_the_reason_is_printed_whole(photos, label_file, tiny_id, monkeypatch, tmp_path):
+    """Brackets in a reason ("mkt-tag[onnx]") are text, not console markup to strip."""
+    from tests.cli.test_eval import write_dataset
+
+    monkeypatch.setattr(auto_precision, "int8_available", INT8_AVAILABLE)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    native_bf16(monkeypatch, False)
+    done = runner.invoke(app, ["tag", str(photos), "-l", str(label_file), "-m", tiny_id, "-v"])
+    assert "int8 needs ONNX Runtime: pip install 'mkt-tag[onnx]')" in done.stderr
+    data = write_dataset(tmp_path / "eval")
+    labels = str(tmp_path / "eval" / "labels.txt")
+    done = runner.invoke(app, ["eval", "--data", str(data), "--labels", labels, "-m", tiny_id])
+    assert "pip install 'mkt-tag[onnx]')" in done.stderr

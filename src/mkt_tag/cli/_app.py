@@ -28,8 +28,10 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+# No console markup: what is printed holds paths, labels and reasons, whose brackets
+# ("photos/[trip]/a.jpg", "pip install 'mkt-tag[onnx]'") are text. Styles go through Text.
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+out = Console(highlight=False, soft_wrap=True, markup=False)
 
 CACHE_HELP = "Model cache folder [default: $MKT_TAG_CACHE or the user cache folder]."
 MODEL_HELP = "Checkpoint folder or backbone id (see `mkt-tag models`)."

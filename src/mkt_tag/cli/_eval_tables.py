@@ -97,6 +97,7 @@ def print_whole(table: Table) -> None:
         width=needed,
         highlight=False,
         soft_wrap=True,
+        markup=False,
         color_system=out.color_system,  # type: ignore[arg-type]
         no_color=out.no_color,
     )

@@ -310,4 +310,4 @@ def _print_calibration(
     words = ["--labels", shlex.quote(str(labels)) if labels else "LABELS"]
     words += ["--model", shlex.quote(model) if model else "MODEL"]
     words += ["--thresholds", shlex.quote(str(path))]
-    out.print(f"use it: mkt-tag tag PHOTOS {' '.join(words)}", markup=False)
+    out.print(f"use it: mkt-tag tag PHOTOS {' '.join(words)}")

@@ -117,7 +117,7 @@ def _apply_and_export(
         )
         failures = applied.failures
         for line in failures:
-            err.print(f"failed: {line}", highlight=False, markup=False)
+            err.print(f"failed: {line}")
         err.print(
             f"wrote the corrected tags of {len(applied.written)} photos to {sidecar.value} "
             f"sidecars, failed {len(failures)}"
@@ -147,7 +147,7 @@ def _serve(session: Review, thumbnails: Thumbnails, host: str, port: int, no_bro
         f"{summary['photos']:,} photos, {summary['reviewed']:,} reviewed; decisions go to "
         f"{summary['corrections']}"
     )
-    out.print(server.url, markup=False)
+    out.print(server.url)
     if not no_browser:
         webbrowser.open(server.url)
     err.print("Ctrl-C stops the server (every decision is already saved)")

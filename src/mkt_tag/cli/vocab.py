@@ -52,7 +52,7 @@ def check(
     except MktTagError as error:
         raise fail(str(error)) from None
     for problem in problems:
-        out.print(problem, markup=False)
+        out.print(problem)
     if problems:
         err.print(f"{len(problems)} problem(s) in {file}")
         raise typer.Exit(EXIT_ERROR)
@@ -160,7 +160,7 @@ def diff(
         raise fail(str(error)) from None
     for sign, labels in (("+", changes.added), ("-", changes.removed), ("~", changes.changed)):
         for label in labels:
-            out.print(f"{sign} {label}", markup=False)
+            out.print(f"{sign} {label}")
     err.print(
         f"{len(changes.added)} added, {len(changes.removed)} removed, "
         f"{len(changes.changed)} changed"
